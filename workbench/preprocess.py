@@ -1,0 +1,131 @@
+"""The exact preprocessing rknn-toolkit2 applies to a sample, shared by every runner.
+
+Measured against the toolkit's own golden tensors (tests/test_float_golden.py):
+- an image file is read with OpenCV (BGR), converted to RGB unless ``quant_img_RGB2BGR``
+  is set (then the model sees OpenCV's BGR order), resized with bilinear interpolation
+  (``cv2.INTER_LINEAR``) to the input's height and width when it differs;
+- then ``(x - mean) / std`` per channel, and the layout of the ONNX input (NCHW, or NHWC
+  when the input's last axis holds the channels);
+- a ``.npy`` sample must already have the ONNX input's shape; mean/std are applied to it
+  along the channel axis, and its channels are never swapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from workbench.errors import DatasetError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How the pixels of one model input are normalised, in the toolkit's terms.
+
+    ``mean`` and ``std`` are per channel on the 0-255 pixel scale, as
+    ``rknn.config(mean_values=..., std_values=...)`` takes them; None means 0 and 1.
+    ``rgb2bgr`` is ``quant_img_RGB2BGR``: True for models trained on BGR images (OpenCV).
+    """
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    rgb2bgr: bool = False
+
+    def __post_init__(self) -> None:
+        for field in ("mean", "std"):
+            value = getattr(self, field)
+            if value is not None:
+                object.__setattr__(self, field, tuple(float(v) for v in value))
+        if self.std is not None and any(v == 0 for v in self.std):
+            raise ValueError(f"std {self.std} contains 0: the division would blow up.")
+
+    def normalise(self, x: np.ndarray, channel_axis: int) -> np.ndarray:
+        """``(x - mean) / std`` along ``channel_axis``, as float32."""
+        x = x.astype(np.float32)
+        for values, op in ((self.mean, np.subtract), (self.std, np.divide)):
+            if values is None:
+                continue
+            channels = x.shape[channel_axis]
+            if len(values) not in (1, channels):
+                raise DatasetError(
+                    f"{len(values)} mean/std values for a tensor with {channels} channels: "
+                    "give one value per channel."
+                )
+            shape = [1] * x.ndim
+            shape[channel_axis] = len(values)
+            x = op(x, np.asarray(values, np.float32).reshape(shape))
+        return x.astype(np.float32)
+
+
+def channel_axis(shape: Sequence[int]) -> int:
+    """Channel axis of a 4-D image input: 3 for NHWC (last axis 1-4, axis 1 larger), else 1."""
+    if len(shape) == 4 and shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+        return 3
+    return 1
+
+
+def load_sample(path: str | Path, shape: Sequence[int], preprocess: Preprocess) -> np.ndarray:
+    """Read one sample file as the toolkit would feed it to an input of ``shape``.
+
+    Raises:
+        DatasetError: missing or unreadable file, or a .npy of the wrong shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"Sample {str(path)!r} does not exist.")
+    if path.suffix.lower() == ".npy":
+        return _load_npy(path, tuple(shape), preprocess)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DatasetError(
+            f"Sample {str(path)!r}: unsupported file type; use an image "
+            f"({', '.join(IMAGE_SUFFIXES)}) or a .npy array of the input's shape."
+        )
+    return _load_image(path, tuple(shape), preprocess)
+
+
+def _load_npy(path: Path, shape: tuple[int, ...], preprocess: Preprocess) -> np.ndarray:
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise DatasetError(f"Cannot read {str(path)!r} as a .npy array: {err}") from err
+    if x.shape != shape:
+        raise DatasetError(
+            f"{str(path)!r} has shape {x.shape}, the input expects {shape} "
+            "(the toolkit takes .npy samples in the ONNX input's own layout, e.g. NCHW)."
+        )
+    if len(shape) == 4:
+        return preprocess.normalise(x, channel_axis(shape))
+    return x.astype(np.float32)
+
+
+def _load_image(path: Path, shape: tuple[int, ...], preprocess: Preprocess) -> np.ndarray:
+    import cv2  # the toolkit's own image reader; imported late to keep imports fast
+
+    if len(shape) != 4 or shape[0] != 1:
+        raise DatasetError(
+            f"Image sample {str(path)!r} cannot feed an input of shape {shape}: images feed "
+            "4-D inputs with batch 1. Give a .npy array for this input instead."
+        )
+    axis = channel_axis(shape)
+    channels = shape[axis]
+    height, width = (shape[1], shape[2]) if axis == 3 else (shape[2], shape[3])
+    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+    img = cv2.imread(str(path), flag)
+    if img is None:
+        raise DatasetError(f"OpenCV cannot decode {str(path)!r}: the image is damaged or empty.")
+    if channels == 3 and not preprocess.rgb2bgr:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.shape[:2] != (height, width):
+        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+    img = img.reshape(height, width, -1)
+    if img.shape[2] != channels:
+        raise DatasetError(
+            f"{str(path)!r} has {img.shape[2]} channels, the input expects {channels}."
+        )
+    x = img[None] if axis == 3 else img.transpose(2, 0, 1)[None]
+    return preprocess.normalise(x, axis)

@@ -1,0 +1,135 @@
+"""ToolkitSession: rknn-toolkit2 in a child process, driven by small JSON requests.
+
+The toolkit segfaults on some models (upstream issues #440, #475) and prints its tables
+on stdout. Running it in a child keeps the caller's process (a Jupyter kernel) alive
+whatever happens, and gives every call its own slice of the toolkit's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ToolkitError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def clean_log(text: str) -> str:
+    """Toolkit log text without colour codes or progress-bar carriage returns."""
+    text = _ANSI.sub("", text)
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines())
+
+
+def toolkit_errors(log: str) -> list[str]:
+    """The toolkit's own error lines ("E build: ...") from a log slice."""
+    return [line for line in clean_log(log).splitlines() if line.startswith("E ")]
+
+
+class ToolkitSession:
+    """One rknn-toolkit2 worker process. Use as a context manager.
+
+    Args:
+        workdir: folder for the log and the toolkit's scratch files (the toolkit writes
+            some files into its current directory); a temporary folder by default.
+        timeout: seconds any single call may take before the worker is killed.
+    """
+
+    def __init__(self, workdir: str | Path | None = None, timeout: float | None = None):
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rknn-wb-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.timeout = timeout
+        self.log_path = self.workdir / "toolkit.log"
+        read_fd, write_fd = os.pipe()
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "workbench.rknn._worker", str(write_fd)],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
+                cwd=self.workdir,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                text=True,
+            )
+        os.close(write_fd)
+        self._replies = os.fdopen(read_fd, "r")
+
+    def call(self, cmd: str, timeout: float | None = None, **args: Any) -> tuple[dict, str]:
+        """Run one worker command; returns its result and the toolkit's log for it.
+
+        Raises:
+            ToolkitError: the command failed (with the toolkit's own error lines), the
+                worker crashed (with the signal), or it ran past the timeout.
+        """
+        if self._proc.poll() is not None:
+            raise ToolkitError("The toolkit worker has already stopped; open a new ToolkitSession.")
+        start = self.log_path.stat().st_size
+        self._proc.stdin.write(json.dumps({"cmd": cmd, "args": args}) + "\n")
+        self._proc.stdin.flush()
+        line = self._read_reply(cmd, timeout or self.timeout)
+        log = self._log_since(start)
+        if not line:
+            raise ToolkitError(self._crash_message(cmd, log))
+        reply = json.loads(line)
+        if not reply["ok"]:
+            said = "\n".join(toolkit_errors(log)[-8:]) or clean_log(log).strip()[-1500:]
+            raise ToolkitError(
+                f"rknn-toolkit2 {cmd} failed: {reply['error']}\nThe toolkit said:\n{said}\n"
+                f"Full log: {self.log_path}"
+            )
+        return reply["result"], log
+
+    def close(self) -> None:
+        """Stop the worker (idempotent)."""
+        if self._proc.poll() is None:
+            try:
+                self._proc.stdin.close()
+                self._proc.wait(timeout=30)
+            except (subprocess.TimeoutExpired, OSError):
+                self._proc.kill()
+                self._proc.wait()
+        self._replies.close()
+
+    def __enter__(self) -> ToolkitSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _read_reply(self, cmd: str, timeout: float | None) -> str:
+        ready, _, _ = select.select([self._replies], [], [], timeout)
+        if not ready:
+            self._proc.kill()
+            self._proc.wait()
+            raise ToolkitError(
+                f"rknn-toolkit2 {cmd} took longer than {timeout:.0f} s and was stopped. "
+                f"Raise the timeout if the model is large. Log: {self.log_path}"
+            )
+        return self._replies.readline()
+
+    def _log_since(self, start: int) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(start)
+            return f.read().decode("utf-8", "replace")
+
+    def _crash_message(self, cmd: str, log: str) -> str:
+        code = self._proc.wait()
+        how = (
+            f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        )
+        tail = "\n".join(clean_log(log).strip().splitlines()[-15:])
+        return (
+            f"rknn-toolkit2 crashed during {cmd}: the worker process {how}. Your session is "
+            "unaffected. Toolkit crashes are usually toolkit bugs on a particular operator: "
+            "run the operator-support check to find it, or cut the graph before it with "
+            f"outputs=.\nLast lines of the toolkit log ({self.log_path}):\n{tail}"
+        )

@@ -1,0 +1,99 @@
+"""FloatRunner: the float reference, every intermediate tensor from onnxruntime.
+
+Graph optimisation is off so that every ONNX tensor keeps its name and value (fused
+nodes would lose them). One sample runs at a time, so memory stays at one sample's
+tensors however large the set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from workbench.errors import DatasetError
+from workbench.model import OnnxModel
+from workbench.preprocess import Preprocess, load_sample
+
+
+class FloatRunner:
+    """Run an OnnxModel on onnxruntime and capture the tensors named in ``keep``.
+
+    Args:
+        model: the prepared model.
+        preprocess: per input name (or one for all), as the toolkit is configured.
+        keep: tensor names to return; every node output and graph input by default.
+    """
+
+    backend = "float"
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        preprocess: Mapping[str, Preprocess] | Preprocess | None = None,
+        keep: Iterable[str] | None = None,
+    ):
+        import onnxruntime as ort
+
+        self.model = model
+        self.preprocess = preprocess or Preprocess()
+        known = {t.name: t for t in model.tensors}
+        wanted = list(keep) if keep is not None else [t.name for t in model.tensors if t.dtype]
+        missing = [n for n in wanted if n not in known]
+        if missing:
+            raise KeyError(f"Tensors {missing[:5]} are not in {model.name}.")
+        self.input_names = [n for n in wanted if n in model.inputs]
+        self.output_names = [n for n in wanted if n not in model.inputs]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            _with_outputs(model, self.output_names, known).SerializeToString(),
+            options,
+            providers=["CPUExecutionProvider"],
+        )
+
+    def run_arrays(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Tensors for already preprocessed inputs ``{input name: array}``."""
+        values = self.session.run(self.output_names, dict(feeds))
+        out = {name: np.asarray(feeds[name]) for name in self.input_names}
+        out.update(zip(self.output_names, values))
+        return out
+
+    def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
+        """Tensors for one sample given as files (one per input), preprocessed like the toolkit."""
+        shapes = self.model.inputs
+        if len(row) != len(shapes):
+            raise DatasetError(
+                f"Sample {[str(p) for p in row]} has {len(row)} file(s); {self.model.name} has "
+                f"{len(shapes)} input(s) {list(shapes)}."
+            )
+        feeds = {
+            name: load_sample(path, shape, _for(self.preprocess, name))
+            for (name, shape), path in zip(shapes.items(), row)
+        }
+        return self.run_arrays(feeds)
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _for(preprocess, name: str) -> Preprocess:
+    return preprocess if isinstance(preprocess, Preprocess) else preprocess.get(name, Preprocess())
+
+
+def _with_outputs(model: OnnxModel, names: list[str], known) -> onnx.ModelProto:
+    """A copy of the model whose graph outputs are exactly ``names``."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    infos = {v.name: v for v in [*proto.graph.value_info, *proto.graph.output]}
+    del proto.graph.output[:]
+    for name in names:
+        info = infos.get(name)
+        if info is None:
+            elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(known[name].dtype))
+            info = onnx.helper.make_tensor_value_info(name, elem, known[name].shape)
+        proto.graph.output.append(info)
+    return proto

@@ -1,0 +1,76 @@
+"""SimulatorRunner: the quantized model's per-layer tensors from the toolkit's simulator.
+
+Snapshot mode: one ``accuracy_analysis()`` per sample in the toolkit worker. The dump
+folder is read and deleted right after each sample, so disk use stays at one sample.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from workbench.datasets import CalibrationSet
+from workbench.model import OnnxModel
+from workbench.rknn.config import BuildConfig
+from workbench.rknn.session import ToolkitSession
+from workbench.rknn.snapshot import Snapshot, read_snapshot
+
+
+class SimulatorRunner:
+    """Build ``model`` with ``config`` on ``calibration`` and run samples on the simulator.
+
+    The toolkit runs in a child process (see ToolkitSession): a toolkit crash raises
+    ToolkitError here and leaves the caller alive. Close it, or use it as a context manager.
+    """
+
+    backend = "simulator"
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        config: BuildConfig,
+        calibration: CalibrationSet,
+        workdir: str | Path | None = None,
+        timeout: float | None = None,
+    ):
+        self.model = model
+        self.session = ToolkitSession(workdir, timeout=timeout)
+        self.workdir = self.session.workdir
+        model_path = model.save(self.workdir / "model.onnx")
+        dataset = calibration.write_list(self.workdir / "dataset.txt")
+        _, self.build_log = self.session.call(
+            "build",
+            model_path=str(model_path),
+            config=config.toolkit_kwargs(list(model.inputs)),
+            dataset=str(dataset) if config.do_quantization else None,
+            do_quantization=config.do_quantization,
+        )
+        self.last_snapshot: Snapshot | None = None
+
+    def analyse(self, row: Sequence[Path]) -> Snapshot:
+        """The toolkit's float and quantized tensors and error table for one sample."""
+        out = self.workdir / "snapshot"
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            self.session.call(
+                "accuracy_analysis", inputs=[str(p) for p in row], output_dir=str(out)
+            )
+            return read_snapshot(out)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
+        self.last_snapshot = self.analyse(row)
+        return self.last_snapshot.simulator
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> SimulatorRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

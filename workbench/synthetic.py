@@ -1,0 +1,130 @@
+"""Tiny models built in code, for fast tests and first experiments.
+
+Each builder returns a checked ``onnx.ModelProto`` with one fixed 1x3x32x32 float input named
+``x``, one output ``y`` and deterministic weights, so results are reproducible across runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+INPUT_SHAPE = (1, 3, 32, 32)
+OPSET = 13
+
+
+def _model(nodes, output_shape, inits, name: str, opset: int = OPSET) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(INPUT_SHAPE))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8  # readable by every onnx/onnxruntime the toolkit allows
+    onnx.checker.check_model(model)
+    return model
+
+
+def _conv(name: str, inp: str, out: str, cin: int, cout: int, rng, k: int = 3):
+    w = numpy_helper.from_array(
+        rng.normal(0, (2.0 / (cin * k * k)) ** 0.5, (cout, cin, k, k)).astype(np.float32), f"{name}.w"
+    )
+    b = numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), f"{name}.b")
+    pad = k // 2
+    node = helper.make_node("Conv", [inp, w.name, b.name], [out], name=name, pads=[pad] * 4)
+    return node, [w, b]
+
+
+def conv_relu_sigmoid() -> onnx.ModelProto:
+    """Conv 3->8, Relu, Conv 8->8, Sigmoid."""
+    rng = np.random.default_rng(0)
+    c1, i1 = _conv("conv1", "x", "conv1_out", 3, 8, rng)
+    c2, i2 = _conv("conv2", "relu1_out", "conv2_out", 8, 8, rng)
+    nodes = [
+        c1,
+        helper.make_node("Relu", ["conv1_out"], ["relu1_out"], name="relu1"),
+        c2,
+        helper.make_node("Sigmoid", ["conv2_out"], ["y"], name="sigmoid"),
+    ]
+    return _model(nodes, [1, 8, 32, 32], i1 + i2, "conv_relu_sigmoid")
+
+
+def residual_add() -> onnx.ModelProto:
+    """Conv, Relu, Conv, Add with the first Relu's output (a skip connection), Relu."""
+    rng = np.random.default_rng(1)
+    c1, i1 = _conv("conv1", "x", "conv1_out", 3, 8, rng)
+    c2, i2 = _conv("conv2", "relu1_out", "conv2_out", 8, 8, rng)
+    nodes = [
+        c1,
+        helper.make_node("Relu", ["conv1_out"], ["relu1_out"], name="relu1"),
+        c2,
+        helper.make_node("Add", ["conv2_out", "relu1_out"], ["add_out"], name="add"),
+        helper.make_node("Relu", ["add_out"], ["y"], name="relu2"),
+    ]
+    return _model(nodes, [1, 8, 32, 32], i1 + i2, "residual_add")
+
+
+def concat_resize() -> onnx.ModelProto:
+    """Two conv branches concatenated, then a 2x nearest Resize and a 1x1 conv."""
+    rng = np.random.default_rng(2)
+    a, ia = _conv("branch_a", "x", "a_out", 3, 4, rng)
+    b, ib = _conv("branch_b", "x", "b_out", 3, 4, rng, k=1)
+    head, ih = _conv("head", "up_out", "y", 8, 4, rng, k=1)
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    nodes = [
+        a,
+        b,
+        helper.make_node("Concat", ["a_out", "b_out"], ["cat_out"], name="concat", axis=1),
+        helper.make_node("Resize", ["cat_out", "", "scales"], ["up_out"], name="resize", mode="nearest"),
+        head,
+    ]
+    return _model(nodes, [1, 4, 64, 64], ia + ib + ih + [scales], "concat_resize")
+
+
+def cpu_fallback() -> onnx.ModelProto:
+    """Conv followed by Sin, which rknn-toolkit2 2.5.0 places on the CPU, then another Conv."""
+    rng = np.random.default_rng(3)
+    c1, i1 = _conv("conv1", "x", "conv1_out", 3, 8, rng)
+    c2, i2 = _conv("conv2", "sin_out", "y", 8, 8, rng)
+    nodes = [c1, helper.make_node("Sin", ["conv1_out"], ["sin_out"], name="sin"), c2]
+    return _model(nodes, [1, 8, 32, 32], i1 + i2, "cpu_fallback")
+
+
+def toolkit_rejects() -> onnx.ModelProto:
+    """NonMaxSuppression on computed boxes: a dynamic output shape the toolkit refuses."""
+    rng = np.random.default_rng(4)
+    c1, i1 = _conv("box_conv", "x", "box_map", 3, 1, rng, k=1)  # 1x1x32x32 = 256 boxes x 4
+    c2, i2 = _conv("score_conv", "x", "score_map", 3, 1, rng, k=1)
+    c2.attribute.append(helper.make_attribute("strides", [2, 2]))  # 1x1x16x16 = 256 scores
+    consts = [
+        numpy_helper.from_array(np.array([1, 256, 4], np.int64), "box_shape"),
+        numpy_helper.from_array(np.array([1, 1, 256], np.int64), "score_shape"),
+        numpy_helper.from_array(np.array([10], np.int64), "max_out"),
+        numpy_helper.from_array(np.array([0.5], np.float32), "iou"),
+    ]
+    nodes = [
+        c1,
+        c2,
+        helper.make_node("Reshape", ["box_map", "box_shape"], ["boxes"], name="to_boxes"),
+        helper.make_node("Reshape", ["score_map", "score_shape"], ["scores"], name="to_scores"),
+        helper.make_node(
+            "NonMaxSuppression", ["boxes", "scores", "max_out", "iou"], ["selected"], name="nms"
+        ),
+        helper.make_node("Cast", ["selected"], ["y"], name="cast", to=TensorProto.FLOAT),
+    ]
+    return _model(nodes, ["selected", 3], i1 + i2 + consts, "toolkit_rejects")
+
+
+#: Every synthetic model by name.
+SYNTHETIC: dict[str, Callable[[], onnx.ModelProto]] = {
+    "conv-relu-sigmoid": conv_relu_sigmoid,
+    "residual-add": residual_add,
+    "concat-resize": concat_resize,
+    "cpu-fallback": cpu_fallback,
+    "toolkit-rejects": toolkit_rejects,
+}
