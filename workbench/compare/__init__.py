@@ -1,0 +1,1 @@
+"""Comparing backends: per-tensor metrics, ONNX <-> RKNN name alignment, the Divergence result."""

@@ -1,0 +1,1 @@
+"""Figures and reports: pure functions of result objects (no toolkit, no widgets)."""
