@@ -97,6 +97,8 @@ class OnnxModel:
         where = str(path) if path else "the model"
         proto = ModelProto.FromString(proto.SerializeToString())  # never edit the caller's
         _check_domains(proto, where, allow_custom_ops)
+        _name_nodes(proto)
+        _sort_topologically(proto)  # the checker refuses unsorted graphs; sorting is safe
         try:
             onnx.checker.check_model(proto)
         except (onnx.checker.ValidationError, ValueError) as err:
@@ -106,14 +108,13 @@ class OnnxModel:
             ) from err
         _check_opset(proto, where)
         _fix_input_shapes(proto, input_shapes or {}, where)
-        _name_nodes(proto)
-        _sort_topologically(proto)
         try:
             proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
         except Exception as err:  # onnx raises several types here
             raise ModelError(
                 f"Shape inference failed on {where}: {err}. Check the input shapes given."
             ) from err
+        _complete_shapes(proto)
         return cls(proto, path)
 
     # ------------------------------------------------------------------ queries
@@ -163,7 +164,12 @@ class OnnxModel:
         ops: dict[str, int] = {}
         for node in self.proto.graph.node:
             ops[node.op_type] = ops.get(node.op_type, 0) + 1
-        params = sum(_numel(t.dims) for t in self.proto.graph.initializer)
+        # Some exporters (paddle2onnx) keep weights in Constant nodes, not initializers.
+        constants = [
+            a.t for n in self.proto.graph.node if n.op_type == "Constant"
+            for a in n.attribute if a.name == "value"
+        ]
+        params = sum(_numel(t.dims) for t in [*self.proto.graph.initializer, *constants])
         return {
             "name": self.name,
             "path": str(self.path) if self.path else None,
@@ -325,7 +331,7 @@ def _fix_input_shapes(
     # Shapes computed from the old symbolic dims are stale now: let inference redo them.
     del graph.value_info[:]
     for out in graph.output:
-        if any(d.dim_param or not d.dim_value for d in out.type.tensor_type.shape.dim):
+        if any(d.dim_param or d.dim_value <= 0 for d in out.type.tensor_type.shape.dim):
             out.type.tensor_type.ClearField("shape")
 
 
@@ -365,6 +371,54 @@ def _sort_topologically(proto: ModelProto) -> None:
             copy.CopyFrom(node)
         del graph.node[:]
         graph.node.extend(copies)
+
+
+def _complete_shapes(proto: ModelProto) -> None:
+    """Fill in shapes static inference could not tell (e.g. Reshape to a Shape-computed
+    target) by running the model once on zeros; with fixed inputs every shape is static."""
+    graph = proto.graph
+    infos = {v.name: v for v in [*graph.value_info, *graph.output]}
+    unknown = [
+        o for n in graph.node for o in n.output
+        if o and (o not in infos or _static_shape(infos[o]) is None)
+    ]
+    if not unknown:
+        return
+    import numpy as np
+    import onnxruntime as ort
+
+    probe = ModelProto()
+    probe.CopyFrom(proto)
+    del probe.graph.output[:]
+    elem = {name: info.type.tensor_type.elem_type for name, info in infos.items()}
+    for name in unknown:
+        probe.graph.output.append(
+            helper.make_tensor_value_info(name, elem.get(name) or TensorProto.FLOAT, None)
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        feeds = {
+            i.name: np.zeros(i.shape, helper.tensor_dtype_to_np_dtype(
+                next(v for v in graph.input if v.name == i.name).type.tensor_type.elem_type))
+            for i in session.get_inputs()
+        }
+        values = session.run(unknown, feeds)
+    except Exception:  # shapes stay unknown; every other feature still works
+        return
+    for name, value in zip(unknown, values):
+        value = np.asarray(value)
+        info = helper.make_tensor_value_info(
+            name, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)
+        )
+        if name in infos:
+            infos[name].CopyFrom(info)
+        else:
+            graph.value_info.append(info)
 
 
 def _static_shape(info: onnx.ValueInfoProto) -> tuple[int, ...] | None:
