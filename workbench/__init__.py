@@ -33,6 +33,7 @@ _LAZY = {
     "BuildConfig": "workbench.rknn.config",
     "ToolkitSession": "workbench.rknn.session",
     "Divergence": "workbench.compare.divergence",
+    "per_layer_figure": "workbench.viz.plots",
     "compute_divergence": "workbench.compare.divergence",
     "write_report": "workbench.viz.report",
 }

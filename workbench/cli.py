@@ -55,11 +55,11 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"model: {name} ({entry.description})")
     model = load_zoo_model(name)
     calibration = default_calibration_set()
-    config = BuildConfig(
-        target_platform=args.platform, preprocess={entry.input_name: entry.preprocess}
+    config = BuildConfig(target_platform=args.platform, preprocess={entry.input_name: entry.preprocess})
+    print(
+        f"quantizing for {args.platform} with {len(calibration)} calibration images, "
+        f"comparing {args.samples} samples per layer ..."
     )
-    print(f"quantizing for {args.platform} with {len(calibration)} calibration images, "
-          f"comparing {args.samples} samples per layer ...")
     result = compute_divergence(model, config, calibration, calibration.head(args.samples))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run = result.save(Path(args.runs_dir) / f"{stamp}-{name}-{args.platform}")

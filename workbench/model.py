@@ -80,9 +80,7 @@ class OnnxModel:
             raise ModelError(f"ONNX model {str(path)!r} {what}. Check the path.")
         proto = _parse(path)
         _load_external_data(proto, path)
-        return cls.from_proto(
-            proto, input_shapes, allow_custom_ops=allow_custom_ops, path=path
-        )
+        return cls.from_proto(proto, input_shapes, allow_custom_ops=allow_custom_ops, path=path)
 
     @classmethod
     def from_proto(
@@ -126,19 +124,13 @@ class OnnxModel:
     @property
     def opset(self) -> int:
         """Version of the default ONNX domain."""
-        return next(
-            (o.version for o in self.proto.opset_import if o.domain in _STANDARD_DOMAINS), 0
-        )
+        return next((o.version for o in self.proto.opset_import if o.domain in _STANDARD_DOMAINS), 0)
 
     @property
     def inputs(self) -> dict[str, tuple[int, ...]]:
         """Graph inputs (initializers excluded) and their fixed shapes."""
         inits = {t.name for t in self.proto.graph.initializer}
-        return {
-            i.name: _static_shape(i)
-            for i in self.proto.graph.input
-            if i.name not in inits
-        }
+        return {i.name: _static_shape(i) for i in self.proto.graph.input if i.name not in inits}
 
     @property
     def outputs(self) -> dict[str, tuple[int, ...] | None]:
@@ -166,8 +158,11 @@ class OnnxModel:
             ops[node.op_type] = ops.get(node.op_type, 0) + 1
         # Some exporters (paddle2onnx) keep weights in Constant nodes, not initializers.
         constants = [
-            a.t for n in self.proto.graph.node if n.op_type == "Constant"
-            for a in n.attribute if a.name == "value"
+            a.t
+            for n in self.proto.graph.node
+            if n.op_type == "Constant"
+            for a in n.attribute
+            if a.name == "value"
         ]
         params = sum(_numel(t.dims) for t in [*self.proto.graph.initializer, *constants])
         return {
@@ -287,18 +282,14 @@ def _check_opset(proto: ModelProto, where: str) -> None:
         )
 
 
-def _fix_input_shapes(
-    proto: ModelProto, shapes: Mapping[str, Sequence[int]], where: str
-) -> None:
+def _fix_input_shapes(proto: ModelProto, shapes: Mapping[str, Sequence[int]], where: str) -> None:
     graph = proto.graph
     inits = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in inits]
     names = [i.name for i in inputs]
     unknown = sorted(set(shapes) - set(names))
     if unknown:
-        raise InputShapeError(
-            f"input_shapes names {unknown}, but {where} has the inputs {names}."
-        )
+        raise InputShapeError(f"input_shapes names {unknown}, but {where} has the inputs {names}.")
     for inp in inputs:
         dims = inp.type.tensor_type.shape.dim
         current = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
@@ -379,8 +370,7 @@ def _complete_shapes(proto: ModelProto) -> None:
     graph = proto.graph
     infos = {v.name: v for v in [*graph.value_info, *graph.output]}
     unknown = [
-        o for n in graph.node for o in n.output
-        if o and (o not in infos or _static_shape(infos[o]) is None)
+        o for n in graph.node for o in n.output if o and (o not in infos or _static_shape(infos[o]) is None)
     ]
     if not unknown:
         return
@@ -399,12 +389,14 @@ def _complete_shapes(proto: ModelProto) -> None:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(
-            probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feeds = {
-            i.name: np.zeros(i.shape, helper.tensor_dtype_to_np_dtype(
-                next(v for v in graph.input if v.name == i.name).type.tensor_type.elem_type))
+            i.name: np.zeros(
+                i.shape,
+                helper.tensor_dtype_to_np_dtype(
+                    next(v for v in graph.input if v.name == i.name).type.tensor_type.elem_type
+                ),
+            )
             for i in session.get_inputs()
         }
         values = session.run(unknown, feeds)

@@ -124,8 +124,6 @@ def _load_image(path: Path, shape: tuple[int, ...], preprocess: Preprocess) -> n
         img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
     img = img.reshape(height, width, -1)
     if img.shape[2] != channels:
-        raise DatasetError(
-            f"{str(path)!r} has {img.shape[2]} channels, the input expects {channels}."
-        )
+        raise DatasetError(f"{str(path)!r} has {img.shape[2]} channels, the input expects {channels}.")
     x = img[None] if axis == 3 else img.transpose(2, 0, 1)[None]
     return preprocess.normalise(x, axis)

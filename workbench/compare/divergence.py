@@ -23,8 +23,18 @@ from workbench.compare.metrics import METRICS, tensor_metrics
 from workbench.errors import WorkbenchError
 
 COLUMNS = (
-    "index", "layer", "op_type", "rknn_layer", "rknn_op", "sample", "backend", "status",
-    *METRICS, "flag", "toolkit_entire_cos", "toolkit_single_cos",
+    "index",
+    "layer",
+    "op_type",
+    "rknn_layer",
+    "rknn_op",
+    "sample",
+    "backend",
+    "status",
+    *METRICS,
+    "flag",
+    "toolkit_entire_cos",
+    "toolkit_single_cos",
 )
 
 
@@ -114,10 +124,7 @@ def layer_rows(
     toolkit_rows = toolkit_rows or {}
     # Layers the toolkit lists without numbers were fused into a neighbour: their dumps
     # (if any) do not stand for the ONNX tensor.
-    usable = [
-        name for name in quantized
-        if name not in toolkit_rows or toolkit_rows[name].has_dump
-    ]
+    usable = [name for name in quantized if name not in toolkit_rows or toolkit_rows[name].has_dump]
     mapping = align(usable, reference)
     rows = []
     for t in tensors:
@@ -125,10 +132,18 @@ def layer_rows(
             continue
         layer = mapping.get(t.name)
         row = {
-            "index": t.index, "layer": t.name, "op_type": t.op_type or "Input",
-            "rknn_layer": layer, "rknn_op": None, "sample": sample, "backend": backend,
-            "status": "fused", **dict.fromkeys(METRICS, np.nan), "flag": "",
-            "toolkit_entire_cos": np.nan, "toolkit_single_cos": np.nan,
+            "index": t.index,
+            "layer": t.name,
+            "op_type": t.op_type or "Input",
+            "rknn_layer": layer,
+            "rknn_op": None,
+            "sample": sample,
+            "backend": backend,
+            "status": "fused",
+            **dict.fromkeys(METRICS, np.nan),
+            "flag": "",
+            "toolkit_entire_cos": np.nan,
+            "toolkit_single_cos": np.nan,
         }
         if layer is not None:
             ref = reference[t.name]

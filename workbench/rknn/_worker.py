@@ -22,8 +22,14 @@ def _check(ret, what: str) -> None:
         raise RuntimeError(f"{what} returned {ret}")
 
 
-def build(state: _State, model_path: str, config: dict, dataset: str | None,
-          do_quantization: bool, rknn_path: str | None = None) -> dict:
+def build(
+    state: _State,
+    model_path: str,
+    config: dict,
+    dataset: str | None,
+    do_quantization: bool,
+    rknn_path: str | None = None,
+) -> dict:
     from rknn.api import RKNN
 
     if state.rknn is not None:
@@ -40,8 +46,7 @@ def build(state: _State, model_path: str, config: dict, dataset: str | None,
 def accuracy_analysis(state: _State, inputs: list[str], output_dir: str) -> dict:
     if state.rknn is None:
         raise RuntimeError("accuracy_analysis() before build()")
-    _check(state.rknn.accuracy_analysis(inputs=inputs, output_dir=output_dir),
-           "rknn.accuracy_analysis()")
+    _check(state.rknn.accuracy_analysis(inputs=inputs, output_dir=output_dir), "rknn.accuracy_analysis()")
     return {"output_dir": output_dir}
 
 

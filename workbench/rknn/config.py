@@ -12,8 +12,17 @@ from workbench.preprocess import Preprocess
 
 #: target_platform values rknn-toolkit2 2.5.0 accepts.
 PLATFORMS = (
-    "rk3588", "rk3576", "rk3568", "rk3566", "rk3562",
-    "rv1103", "rv1106", "rv1103b", "rv1106b", "rv1126b", "rk2118",
+    "rk3588",
+    "rk3576",
+    "rk3568",
+    "rk3566",
+    "rk3562",
+    "rv1103",
+    "rv1106",
+    "rv1103b",
+    "rv1106b",
+    "rv1126b",
+    "rk2118",
 )
 
 

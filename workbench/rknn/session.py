@@ -70,11 +70,12 @@ class ToolkitSession:
             ToolkitError: the command failed (with the toolkit's own error lines), the
                 worker crashed (with the signal), or it ran past the timeout.
         """
-        if self._proc.poll() is not None:
-            raise ToolkitError("The toolkit worker has already stopped; open a new ToolkitSession.")
         start = self.log_path.stat().st_size
-        self._proc.stdin.write(json.dumps({"cmd": cmd, "args": args}) + "\n")
-        self._proc.stdin.flush()
+        try:
+            self._proc.stdin.write(json.dumps({"cmd": cmd, "args": args}) + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError):  # the worker died earlier (or was closed)
+            raise ToolkitError(self._crash_message(cmd, self._log_since(0))) from None
         line = self._read_reply(cmd, timeout or self.timeout)
         log = self._log_since(start)
         if not line:
@@ -123,13 +124,11 @@ class ToolkitSession:
 
     def _crash_message(self, cmd: str, log: str) -> str:
         code = self._proc.wait()
-        how = (
-            f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        )
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         tail = "\n".join(clean_log(log).strip().splitlines()[-15:])
         return (
-            f"rknn-toolkit2 crashed during {cmd}: the worker process {how}. Your session is "
-            "unaffected. Toolkit crashes are usually toolkit bugs on a particular operator: "
-            "run the operator-support check to find it, or cut the graph before it with "
-            f"outputs=.\nLast lines of the toolkit log ({self.log_path}):\n{tail}"
+            f"rknn-toolkit2 stopped at {cmd}: its worker process {how}. Your session is "
+            "unaffected; open a new ToolkitSession to go on. Toolkit crashes are usually "
+            "toolkit bugs on one operator: find it with the operator-support check, or cut "
+            f"the graph before it with outputs=.\nLast lines of the toolkit log ({self.log_path}):\n{tail}"
         )

@@ -18,8 +18,14 @@ import numpy as np
 _ROW = re.compile(r"^\[(?P<op>[^\]]+)\]\s+(?P<name>\S+)(?P<rest>.*)$")
 #: error_analysis.txt column groups, in file order.
 ERROR_COLUMNS = (
-    "entire_cos", "entire_euc", "single_cos", "single_euc",
-    "runtime_entire_cos", "runtime_entire_euc", "runtime_single_sim_cos", "runtime_single_sim_euc",
+    "entire_cos",
+    "entire_euc",
+    "single_cos",
+    "single_euc",
+    "runtime_entire_cos",
+    "runtime_entire_euc",
+    "runtime_single_sim_cos",
+    "runtime_single_sim_euc",
 )
 
 
@@ -49,7 +55,7 @@ def parse_error_analysis(text: str) -> list[ErrorRow]:
         row = ErrorRow(match["op"], match["name"])
         for column, token in zip(ERROR_COLUMNS, tokens):
             row.values[column] = _number(token, row.flags)
-        for column in ERROR_COLUMNS[len(tokens):]:
+        for column in ERROR_COLUMNS[len(tokens) :]:
             row.values[column] = None
         rows.append(row)
     return rows

@@ -55,9 +55,7 @@ class SimulatorRunner:
         out = self.workdir / "snapshot"
         shutil.rmtree(out, ignore_errors=True)
         try:
-            self.session.call(
-                "accuracy_analysis", inputs=[str(p) for p in row], output_dir=str(out)
-            )
+            self.session.call("accuracy_analysis", inputs=[str(p) for p in row], output_dir=str(out))
             return read_snapshot(out)
         finally:
             shutil.rmtree(out, ignore_errors=True)

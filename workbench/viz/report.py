@@ -24,22 +24,24 @@ def write_report(result: Divergence, path: str | Path, worst: int = 10) -> Path:
     meta = result.meta
     model = meta.get("model", {})
     figures = [per_layer_figure(result, "sqnr_db"), per_layer_figure(result, "cosine")]
-    plots = "".join(
-        fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures)
-    )
+    plots = "".join(fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures))
     worst_table = result.worst(worst).to_html(index=False, float_format=lambda v: f"{v:.4f}")
     counts = result.table.drop_duplicates("layer").status.value_counts().to_dict()
+    name = html.escape(model.get("name", ""))
+    version = html.escape(str(meta.get("toolkit_version")))
+    model_facts = {k: model.get(k) for k in ("path", "opset", "nodes", "parameters", "inputs", "outputs")}
     body = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>rknn-workbench report: {html.escape(model.get('name', ''))}</title><style>{_STYLE}</style></head>
-<body><h1>Per-layer divergence: {html.escape(model.get('name', ''))}</h1>
-<p>Float ONNX (onnxruntime) vs quantized RKNN on the rknn-toolkit2 {html.escape(str(meta.get('toolkit_version')))}
-simulator, {len(meta.get('samples', []))} sample(s), created {html.escape(str(meta.get('created')))}.
-Layers compared: {counts.get('compared', 0)}; fused into a neighbour (no RKNN tensor): {counts.get('fused', 0)}.</p>
+<title>rknn-workbench report: {name}</title><style>{_STYLE}</style></head>
+<body><h1>Per-layer divergence: {name}</h1>
+<p>Float ONNX (onnxruntime) vs quantized RKNN on the rknn-toolkit2 {version} simulator,
+{len(meta.get("samples", []))} sample(s), created {html.escape(str(meta.get("created")))}.
+Layers compared: {counts.get("compared", 0)}; fused into a neighbour (no RKNN tensor):
+{counts.get("fused", 0)}.</p>
 <h2>Worst layers (lowest mean SQNR)</h2>{worst_table}
 <h2>Along the graph</h2>{plots}
-<h2>Model</h2><pre>{html.escape(json.dumps({k: model.get(k) for k in ('path', 'opset', 'nodes', 'parameters', 'inputs', 'outputs')}, indent=1))}</pre>
-<h2>Conversion settings</h2><pre>{html.escape(json.dumps(meta.get('config'), indent=1))}</pre>
-<h2>Calibration</h2><pre>{html.escape(json.dumps(meta.get('calibration'), indent=1))}</pre>
+<h2>Model</h2><pre>{html.escape(json.dumps(model_facts, indent=1))}</pre>
+<h2>Conversion settings</h2><pre>{html.escape(json.dumps(meta.get("config"), indent=1))}</pre>
+<h2>Calibration</h2><pre>{html.escape(json.dumps(meta.get("calibration"), indent=1))}</pre>
 </body></html>"""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".html", dir=path.parent)

@@ -1,0 +1,78 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.compare.divergence import COLUMNS, Divergence, compute_divergence
+from workbench.errors import WorkbenchError
+from workbench.preprocess import Preprocess
+from workbench.rknn.config import BuildConfig
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_models, small_set) -> Divergence:
+    config = BuildConfig(preprocess={"x": Preprocess((127.5,) * 3, (64.0,) * 3)})
+    return compute_divergence(
+        tiny_models["conv-relu-sigmoid"], config, small_set, small_set.head(2), progress=False
+    )
+
+
+@pytest.mark.toolkit
+def test_table_covers_every_tensor_in_topological_order(tiny_run):
+    table = tiny_run.table
+    assert list(table.columns) == list(COLUMNS)
+    first = table[table["sample"] == 0]
+    assert list(first.layer) == ["x", "conv1_out", "relu1_out", "conv2_out", "y"]
+    assert set(table["sample"]) == {0, 1} and set(table.backend) == {"simulator"}
+    # Conv+Relu fuse into one NPU layer: the Conv output has no RKNN tensor and says so.
+    assert dict(zip(first.layer, first.status)) == {
+        "x": "compared",
+        "conv1_out": "fused",
+        "relu1_out": "compared",
+        "conv2_out": "compared",
+        "y": "compared",
+    }
+
+
+@pytest.mark.toolkit
+def test_our_cosine_agrees_with_the_toolkits_entire_cosine(tiny_run):
+    compared = tiny_run.table[tiny_run.table.status == "compared"]
+    np.testing.assert_allclose(compared.cosine, compared.toolkit_entire_cos, atol=2e-5)
+    assert (compared[compared.layer != "x"].sqnr_db < 100).all()  # quantization is not free
+
+
+@pytest.mark.toolkit
+def test_summary_and_worst(tiny_run):
+    summary = tiny_run.summary()
+    assert list(summary.layer) == ["x", "relu1_out", "conv2_out", "y"]
+    assert (summary.samples == 2).all()
+    assert (summary.sqnr_db_worst <= summary.sqnr_db_mean).all()
+    assert tiny_run.worst(1).layer.iloc[0] == summary.loc[summary.sqnr_db_mean.idxmin(), "layer"]
+
+
+@pytest.mark.toolkit
+def test_save_load_round_trip(tiny_run, tmp_path):
+    folder = tiny_run.save(tmp_path / "run")
+    loaded = Divergence.load(folder)
+    pd.testing.assert_frame_equal(loaded.table, tiny_run.table)
+    assert loaded.meta["model"]["name"] == tiny_run.meta["model"]["name"]
+    assert loaded.meta["toolkit_version"] == "2.5.0"
+
+
+@pytest.mark.toolkit
+def test_failed_save_keeps_the_earlier_run(tiny_run, tmp_path, monkeypatch):
+    folder = tiny_run.save(tmp_path / "run")
+    before = (folder / "divergence.parquet").read_bytes()
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
+    with pytest.raises(OSError):
+        Divergence(tiny_run.table.head(1), {}).save(folder)
+    assert (folder / "divergence.parquet").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no debris
+
+
+def test_loading_a_folder_without_a_run(tmp_path):
+    with pytest.raises(WorkbenchError, match="no saved divergence run"):
+        Divergence.load(tmp_path)

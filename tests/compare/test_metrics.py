@@ -1,0 +1,48 @@
+import math
+
+import numpy as np
+import pytest
+
+from workbench.compare.metrics import MAX_SQNR_DB, tensor_metrics
+
+
+def test_identical_tensors():
+    x = np.random.default_rng(0).normal(size=(1, 8, 4, 4))
+    m = tensor_metrics(x, x.copy())
+    assert m["cosine"] == pytest.approx(1.0) and m["sqnr_db"] == MAX_SQNR_DB
+    assert m["nmse"] == 0 and m["max_abs"] == 0 and m["flag"] == ""
+
+
+def test_known_noise_level():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=200_000)
+    noise = rng.normal(scale=0.1, size=x.size)  # 20 dB below the signal
+    m = tensor_metrics(x, x + noise)
+    assert m["sqnr_db"] == pytest.approx(20.0, abs=0.1)
+    assert m["nmse"] == pytest.approx(0.01, rel=0.02)
+    assert m["cosine"] == pytest.approx(1 / math.sqrt(1.01), abs=1e-3)
+    assert m["max_abs"] == pytest.approx(np.abs(noise).max())
+
+
+def test_sign_flip_is_worst_cosine():
+    x = np.arange(1.0, 10.0)
+    assert tensor_metrics(x, -x)["cosine"] == pytest.approx(-1.0)
+
+
+def test_nan_in_quantized_is_a_finding():
+    x = np.arange(1.0, 11.0)
+    y = x.copy()
+    y[3] = np.nan
+    m = tensor_metrics(x, y)
+    assert m["flag"] == "nonfinite" and m["cosine"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("ref, flag", [(np.zeros(10), "zero"), (np.full(10, 3.0), "constant")])
+def test_constant_reference_flagged_not_nan(ref, flag):
+    m = tensor_metrics(ref, ref.copy())
+    assert m["flag"] == flag
+    assert not any(math.isnan(m[k]) for k in ("cosine", "sqnr_db", "nmse", "max_abs", "rel_p99"))
+
+
+def test_size_mismatch_flagged():
+    assert tensor_metrics(np.ones(4), np.ones(5))["flag"] == "size-mismatch"
