@@ -8,6 +8,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ruff_clean():
     result = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "workbench", "tests", "benchmarks", "datasets"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
