@@ -23,6 +23,24 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     demo.set_defaults(func=_demo)
 
+    check = commands.add_parser(
+        "check", help="which operators run on the NPU, fall back to the CPU, or are rejected"
+    )
+    check.add_argument("model", help="an .onnx file or a zoo model name")
+    check.add_argument("--platform", default="rk3588", help="target platform (default: rk3588)")
+    check.add_argument("--compile", action="store_true", help="also build with the toolkit (authoritative)")
+    check.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,..",
+                       help="fixed shape for a dynamic input, e.g. images=1,3,640,640 (repeatable)")
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.set_defaults(func=_check)
+
+    support = commands.add_parser("support", help="regenerate the operator-support matrix")
+    support.add_argument("action", choices=["probe"])
+    support.add_argument("--out", help="matrix JSON path (default: the packaged matrix)")
+    support.add_argument("--ops", nargs="*", help="only these operators")
+    support.add_argument("--jobs", type=int, default=2, help="parallel toolkit workers (default: 2)")
+    support.set_defaults(func=_support)
+
     zoo = commands.add_parser("zoo", help="list or fetch the zoo's models")
     zoo.add_argument("action", choices=["list", "fetch"])
     zoo.add_argument("names", nargs="*", help="models to fetch (default: all)")
@@ -68,6 +86,84 @@ def _demo(args: argparse.Namespace) -> int:
     print("five worst layers (float vs simulator, mean over samples):")
     worst = result.worst(5)[["layer", "op_type", "sqnr_db_mean", "cosine_mean"]]
     print(worst.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _load_model(spec: str, input_shapes: list[str]):
+    from workbench.datasets import ZOO, load_zoo_model
+    from workbench.model import OnnxModel
+
+    if spec in ZOO and not Path(spec).exists():
+        return load_zoo_model(spec)
+    shapes = {}
+    for item in input_shapes:
+        name, _, dims = item.partition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            raise WorkbenchError(f"--input-shape {item!r}: expected NAME=D,D,... e.g. images=1,3,640,640") from None
+    return OnnxModel.load(spec, shapes)
+
+
+def _check(args: argparse.Namespace) -> int:
+    import json
+
+    from workbench.support.compile import compile_check
+    from workbench.support.static import static_check
+
+    model = _load_model(args.model, args.input_shape)
+    report = static_check(model, args.platform)
+    compiled = compile_check(model, args.platform) if args.compile else None
+    code = compiled.exit_code if compiled else report.exit_code
+    if args.json:
+        out = {
+            "model": model.name, "platform": args.platform, "exit_code": code,
+            "static": {"counts": report.counts(), "findings": report.findings,
+                       "problems": report.problems().to_dict("records")},
+        }
+        if compiled:
+            out["compile"] = {
+                "rejected": compiled.rejected, "transitions": compiled.transitions,
+                "cpu_layers": compiled.cpu_layers[["id", "op_type", "full_name", "onnx_node"]].to_dict("records"),
+                "disagreements": _disagreements(report, compiled),
+            }
+        print(json.dumps(out, indent=1, default=str))
+        return code
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts().items())
+    print(f"{model.name} on {args.platform} (toolkit {report.toolkit_version}), static check: {counts}")
+    for finding in report.findings:
+        print(f"  model: {finding}")
+    problems = report.problems()
+    if len(problems):
+        print(problems[["node", "op_type", "status", "reason", "fix"]].to_string(index=False, max_colwidth=70))
+    if compiled:
+        if compiled.rejected:
+            print(f"compile check: REJECTED\n{compiled.rejected}")
+        else:
+            print(f"compile check: {len(compiled.layers)} layers, {len(compiled.cpu_layers)} on the CPU, "
+                  f"{compiled.transitions} NPU<->CPU switches")
+            if len(compiled.cpu_layers):
+                print(compiled.cpu_layers[["id", "op_type", "full_name"]].to_string(index=False))
+            for line in _disagreements(report, compiled):
+                print(f"  static vs compile: {line}")
+    verdict = {0: "everything on the NPU", 1: "some layers on the CPU or need attention", 2: "rejected"}
+    print(f"verdict: {verdict[code]} (exit {code})")
+    return code
+
+
+def _disagreements(report, compiled) -> list[str]:
+    from workbench.support.compare_checks import disagreements
+
+    return disagreements(report, compiled)
+
+
+def _support(args: argparse.Namespace) -> int:
+    from workbench.support.probe import PACKAGED_MATRIX, probe
+
+    matrix = probe(args.out or PACKAGED_MATRIX, ops=args.ops, jobs=args.jobs)
+    print(f"{len(matrix.ops)} operators probed with toolkit {matrix.toolkit_version}")
+    for op, text in matrix.disagreements().items():
+        print(f"  {op}: {text}")
     return 0
 
 

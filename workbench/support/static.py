@@ -1,0 +1,147 @@
+"""Static check: every node classified in milliseconds, before any conversion.
+
+Combines the probed support matrix (what the installed toolkit does with each operator)
+with the limits the toolkit documents for attributes and shapes. Every finding carries a
+reason and a concrete next step. The compile check (compile.py) is the authority; this is
+the instant first look.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from onnx import helper
+
+from workbench.model import TOOLKIT_MAX_OPSET, OnnxModel
+from workbench.support.matrix import CPU, NPU, REJECTED, REMOVED, SupportMatrix, family_of
+
+#: Classes of the static check, from best to worst.
+STATUSES = ("npu", "cpu", "attention", "rejected")
+CUT_GRAPH = "cut the graph before it with load_onnx(outputs=[...]) and run the rest as post-processing"
+
+
+@dataclass
+class SupportReport:
+    """Per-node verdicts of a static check."""
+
+    platform: str
+    nodes: pd.DataFrame  #: index, node, op_type, status, reason, fix, output_shape
+    findings: list[str]  #: model-level findings (opset, batch, ...)
+    toolkit_version: str
+
+    def counts(self) -> dict[str, int]:
+        return {s: int((self.nodes.status == s).sum()) for s in STATUSES}
+
+    @property
+    def exit_code(self) -> int:
+        """0 all on the NPU, 1 some CPU fallback or attention, 2 something rejected."""
+        counts = self.counts()
+        return 2 if counts["rejected"] else (1 if counts["cpu"] or counts["attention"] else 0)
+
+    def problems(self) -> pd.DataFrame:
+        """Nodes that are not plain NPU nodes."""
+        return self.nodes[self.nodes.status != "npu"]
+
+
+def static_check(
+    model: OnnxModel, platform: str = "rk3588", matrix: SupportMatrix | None = None
+) -> SupportReport:
+    """Classify every node of ``model`` for ``platform``: npu, cpu, attention or rejected."""
+    family_of(platform)  # validates the name, listing the valid ones
+    matrix = matrix or SupportMatrix.load()
+    shapes = {t.name: t.shape for t in model.tensors}
+    shapes.update({i.name: tuple(i.dims) for i in model.proto.graph.initializer})
+    rows = []
+    for index, node in enumerate(model.proto.graph.node):
+        status, reason, fix = _verdict(node, platform, matrix, shapes)
+        out_shape = shapes.get(node.output[0]) if node.output else None
+        rows.append({
+            "index": index, "node": node.name, "op_type": node.op_type, "status": status,
+            "reason": reason, "fix": fix, "output_shape": str(out_shape) if out_shape else "?",
+        })
+    return SupportReport(platform, pd.DataFrame(rows), _model_findings(model), matrix.toolkit_version)
+
+
+def _verdict(node, platform: str, matrix: SupportMatrix, shapes) -> tuple[str, str, str]:
+    if node.domain not in ("", "ai.onnx"):
+        return ("rejected", f"custom-domain operator {node.domain}::{node.op_type}",
+                "re-export without custom operators, or register it with the toolkit's custom-op API")
+    probed = matrix.result(node.op_type, platform)
+    if probed is None:
+        return ("attention", f"{node.op_type} was not probed with toolkit {matrix.toolkit_version}",
+                "run the compile check (check --compile) for the authoritative answer")
+    if probed.status == REJECTED:
+        return ("rejected", f"the toolkit refuses {node.op_type}: {probed.message}".strip(),
+                f"replace {node.op_type} with supported operators, or {CUT_GRAPH}")
+    limit = _attribute_limits(node, shapes)
+    if limit:
+        return ("attention", *limit)
+    if probed.status == CPU:
+        return ("cpu", f"{node.op_type} runs on the CPU: every NPU<->CPU switch costs a copy",
+                f"replace {node.op_type} with NPU operators, or move it to post-processing "
+                f"({CUT_GRAPH})")
+    if probed.status in (NPU, REMOVED):
+        return ("npu", "", "")
+    return ("attention", f"unexpected probe status {probed.status!r}", "run the compile check")
+
+
+def _attr(node, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _attribute_limits(node, shapes) -> tuple[str, str] | None:
+    """Documented NPU limits (RKNN op-support list); None when the node is within them."""
+    ranks = [len(shapes[t]) for t in [*node.input, *node.output] if t and shapes.get(t)]
+    if ranks and max(ranks) > 4:
+        return (f"{max(ranks)}-D tensor: the NPU works on tensors of at most 4 dimensions",
+                "reshape to 4-D around this node (merge axes), or expect a CPU fallback")
+    op = node.op_type
+    if op == "Conv":
+        weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
+        kernel = list(_attr(node, "kernel_shape", weight[2:] if weight else []))
+        strides = list(_attr(node, "strides", [1] * len(kernel)))
+        pads = list(_attr(node, "pads", [0] * 2 * len(kernel)))
+        if any(not 1 <= k <= 31 for k in kernel):
+            return (f"Conv kernel {kernel} outside the NPU's 1-31", "split the kernel into smaller convs")
+        if any(not 1 <= s <= 7 for s in strides):
+            return (f"Conv stride {strides} outside the NPU's 1-7", "use stride <= 7 (e.g. stride then pool)")
+        if any(not 0 <= p <= 15 for p in pads):
+            return (f"Conv padding {pads} outside the NPU's 0-15", "pad with an explicit Pad node, or less")
+    if op == "ConvTranspose":
+        strides = list(_attr(node, "strides", [1, 1]))
+        if any(s not in (1, 2, 4, 8) for s in strides):
+            return (f"ConvTranspose stride {strides}: the NPU takes 1, 2, 4 or 8",
+                    "use Resize + Conv instead, or a supported stride")
+    if op == "Resize":
+        mode = _as_str(_attr(node, "mode", "nearest"))
+        transform = _as_str(_attr(node, "coordinate_transformation_mode", "half_pixel"))
+        if mode not in ("nearest", "linear"):
+            return (f"Resize mode {mode!r}: the NPU does nearest and (bi)linear",
+                    "re-export with mode='linear' or 'nearest'")
+        if transform == "tf_crop_and_resize":
+            return ("Resize with tf_crop_and_resize", "crop with Slice, then Resize")
+    return None
+
+
+def _as_str(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _model_findings(model: OnnxModel) -> list[str]:
+    findings = []
+    if model.opset > TOOLKIT_MAX_OPSET:
+        findings.append(
+            f"opset {model.opset} is above the toolkit's {TOOLKIT_MAX_OPSET}: re-export with "
+            f"opset_version={TOOLKIT_MAX_OPSET}"
+        )
+    for name, shape in model.inputs.items():
+        if shape and shape[0] > 1:
+            findings.append(
+                f"input {name!r} has batch {shape[0]}: the NPU runs batch 1; export with batch 1 "
+                "and use build(rknn_batch_size=N) for batching"
+            )
+    return findings
