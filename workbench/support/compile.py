@@ -30,8 +30,18 @@ _ROW = re.compile(
     r"(?P<output>\S+)\s+(?P<cycles_ddr>\d+)/(?P<cycles_npu>\d+)/(?P<cycles_total>\d+)\s+(?P<rw_kb>\S+)\s+(?P<full_name>\S+)"
 )
 LAYER_COLUMNS = (
-    "id", "op_type", "dtype", "target", "inputs", "output", "cycles_ddr", "cycles_npu",
-    "cycles_total", "rw_kb", "full_name", "onnx_node",
+    "id",
+    "op_type",
+    "dtype",
+    "target",
+    "inputs",
+    "output",
+    "cycles_ddr",
+    "cycles_npu",
+    "cycles_total",
+    "rw_kb",
+    "full_name",
+    "onnx_node",
 )
 
 
@@ -40,7 +50,7 @@ def parse_layer_table(log: str) -> pd.DataFrame:
     lines = [_PREFIX.sub("", line) for line in clean_log(log).splitlines()]
     starts = [i for i, line in enumerate(lines) if "Network Layer Information Table" in line]
     rows = []
-    for line in lines[starts[-1]:] if starts else []:
+    for line in lines[starts[-1] :] if starts else []:
         match = _ROW.match(line.strip())
         if match:
             rows.append(match.groupdict())
@@ -125,9 +135,11 @@ def compile_check(
         session = ToolkitSession(tmp, timeout=timeout)
         try:
             _, log = session.call(
-                "build", model_path=str(path),
+                "build",
+                model_path=str(path),
                 config={**config.toolkit_kwargs(list(model.inputs)), "target_platform": platform},
-                dataset=str(dataset) if quantize else None, do_quantization=quantize,
+                dataset=str(dataset) if quantize else None,
+                do_quantization=quantize,
             )
         except ToolkitError as err:
             return CompileReport(platform, pd.DataFrame(columns=list(LAYER_COLUMNS)), rejected=str(err))
@@ -141,7 +153,7 @@ def compile_check(
 def _random_dataset(inputs: Mapping[str, tuple[int, ...]], folder: Path) -> Path:
     rng = np.random.default_rng(0)
     files = []
-    for name, shape in inputs.items():
+    for shape in inputs.values():
         path = folder / f"random_{len(files)}.npy"
         np.save(path, rng.uniform(0, 255, shape).astype(np.float32))
         files.append(str(path))

@@ -21,7 +21,12 @@ from workbench.model import OnnxModel
 from workbench.rknn.session import ToolkitSession, toolkit_errors
 from workbench.support.compile import parse_layer_table
 from workbench.support.matrix import (
-    CPU, NPU, PLATFORM_FAMILIES, REJECTED, REMOVED, SupportMatrix,
+    CPU,
+    NPU,
+    PLATFORM_FAMILIES,
+    REJECTED,
+    REMOVED,
+    SupportMatrix,
 )
 from workbench.support.probe_cases import PROBE_INPUT_SHAPE, PUBLISHED_OPS, ProbeCase, probe_cases
 
@@ -96,22 +101,32 @@ def _probe_one(session: ToolkitSession, case: ProbeCase, family: str) -> tuple[d
         dataset.write_text(f"{folder / 'probe_input.npy'}\n")
     try:
         _, log = session.call(
-            "build", model_path=str(path), config={"target_platform": family},
-            dataset=str(dataset) if quantize else None, do_quantization=quantize,
+            "build",
+            model_path=str(path),
+            config={"target_platform": family},
+            dataset=str(dataset) if quantize else None,
+            do_quantization=quantize,
         )
     except ToolkitError as err:
-        message = _first_error(str(err))
-        if session._proc.poll() is not None:  # crashed: the next probe needs a new worker
-            session.close()
-            session = ToolkitSession(timeout=300)
-        return {**record, "status": REJECTED, "message": message}, session
+        # A rejection leaves the toolkit in a state that fails every later build in the
+        # same process (measured on 2.5.0), so the next probe gets a fresh worker.
+        session.close()
+        return {**record, "status": REJECTED, "message": _first_error(str(err))}, ToolkitSession(timeout=300)
     layers = parse_layer_table(log)
-    mine = layers[layers.full_name.str.split(":", n=1).str[-1] == "probe"]
+    mine = layers[_is_probe_layer(layers)]
     if mine.empty:
         return {**record, "status": REMOVED, "message": ""}, session
     targets = set(mine.target)
     status = CPU if "CPU" in targets else NPU
     return {**record, "status": status, "message": "/".join(mine.op_type)}, session
+
+
+def _is_probe_layer(layers):
+    """Layers made from the probed node: named "probe", or after its tensors ("probe#1",
+    "probe_in0_tp", "probe_2deconv"); the Input/OutputOperator rows are not the op."""
+    names = layers.full_name.str.split(":", n=1).str[-1]
+    named = (names == "probe") | names.str.startswith("probe#") | names.str.startswith("probe_")
+    return named & ~layers.op_type.str.endswith("Operator")
 
 
 def _first_error(message: str) -> str:
@@ -140,7 +155,8 @@ def _assemble(rows) -> dict:
     for row in rows:
         entry = ops.setdefault(row["op"], {"published": PUBLISHED_OPS.get(row["op"]), "variants": {}})
         entry["variants"].setdefault(row["variant"], {})[row["family"]] = {
-            "status": row["status"], "message": row["message"],
+            "status": row["status"],
+            "message": row["message"],
         }
     matrix = {
         "toolkit_version": version("rknn-toolkit2"),

@@ -56,31 +56,49 @@ def static_check(
     for index, node in enumerate(model.proto.graph.node):
         status, reason, fix = _verdict(node, platform, matrix, shapes)
         out_shape = shapes.get(node.output[0]) if node.output else None
-        rows.append({
-            "index": index, "node": node.name, "op_type": node.op_type, "status": status,
-            "reason": reason, "fix": fix, "output_shape": str(out_shape) if out_shape else "?",
-        })
+        rows.append(
+            {
+                "index": index,
+                "node": node.name,
+                "op_type": node.op_type,
+                "status": status,
+                "reason": reason,
+                "fix": fix,
+                "output_shape": str(out_shape) if out_shape else "?",
+            }
+        )
     return SupportReport(platform, pd.DataFrame(rows), _model_findings(model), matrix.toolkit_version)
 
 
 def _verdict(node, platform: str, matrix: SupportMatrix, shapes) -> tuple[str, str, str]:
     if node.domain not in ("", "ai.onnx"):
-        return ("rejected", f"custom-domain operator {node.domain}::{node.op_type}",
-                "re-export without custom operators, or register it with the toolkit's custom-op API")
+        return (
+            "rejected",
+            f"custom-domain operator {node.domain}::{node.op_type}",
+            "re-export without custom operators, or register it with the toolkit's custom-op API",
+        )
     probed = matrix.result(node.op_type, platform)
     if probed is None:
-        return ("attention", f"{node.op_type} was not probed with toolkit {matrix.toolkit_version}",
-                "run the compile check (check --compile) for the authoritative answer")
+        return (
+            "attention",
+            f"{node.op_type} was not probed with toolkit {matrix.toolkit_version}",
+            "run the compile check (check --compile) for the authoritative answer",
+        )
     if probed.status == REJECTED:
-        return ("rejected", f"the toolkit refuses {node.op_type}: {probed.message}".strip(),
-                f"replace {node.op_type} with supported operators, or {CUT_GRAPH}")
+        return (
+            "rejected",
+            f"the toolkit refuses {node.op_type}: {probed.message}".strip(),
+            f"replace {node.op_type} with supported operators, or {CUT_GRAPH}",
+        )
     limit = _attribute_limits(node, shapes)
     if limit:
         return ("attention", *limit)
     if probed.status == CPU:
-        return ("cpu", f"{node.op_type} runs on the CPU: every NPU<->CPU switch costs a copy",
-                f"replace {node.op_type} with NPU operators, or move it to post-processing "
-                f"({CUT_GRAPH})")
+        return (
+            "cpu",
+            f"{node.op_type} runs on the CPU: every NPU<->CPU switch costs a copy",
+            f"replace {node.op_type} with NPU operators, or move it to post-processing ({CUT_GRAPH})",
+        )
     if probed.status in (NPU, REMOVED):
         return ("npu", "", "")
     return ("attention", f"unexpected probe status {probed.status!r}", "run the compile check")
@@ -97,8 +115,10 @@ def _attribute_limits(node, shapes) -> tuple[str, str] | None:
     """Documented NPU limits (RKNN op-support list); None when the node is within them."""
     ranks = [len(shapes[t]) for t in [*node.input, *node.output] if t and shapes.get(t)]
     if ranks and max(ranks) > 4:
-        return (f"{max(ranks)}-D tensor: the NPU works on tensors of at most 4 dimensions",
-                "reshape to 4-D around this node (merge axes), or expect a CPU fallback")
+        return (
+            f"{max(ranks)}-D tensor: the NPU works on tensors of at most 4 dimensions",
+            "reshape to 4-D around this node (merge axes), or expect a CPU fallback",
+        )
     op = node.op_type
     if op == "Conv":
         weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
@@ -114,14 +134,18 @@ def _attribute_limits(node, shapes) -> tuple[str, str] | None:
     if op == "ConvTranspose":
         strides = list(_attr(node, "strides", [1, 1]))
         if any(s not in (1, 2, 4, 8) for s in strides):
-            return (f"ConvTranspose stride {strides}: the NPU takes 1, 2, 4 or 8",
-                    "use Resize + Conv instead, or a supported stride")
+            return (
+                f"ConvTranspose stride {strides}: the NPU takes 1, 2, 4 or 8",
+                "use Resize + Conv instead, or a supported stride",
+            )
     if op == "Resize":
         mode = _as_str(_attr(node, "mode", "nearest"))
         transform = _as_str(_attr(node, "coordinate_transformation_mode", "half_pixel"))
         if mode not in ("nearest", "linear"):
-            return (f"Resize mode {mode!r}: the NPU does nearest and (bi)linear",
-                    "re-export with mode='linear' or 'nearest'")
+            return (
+                f"Resize mode {mode!r}: the NPU does nearest and (bi)linear",
+                "re-export with mode='linear' or 'nearest'",
+            )
         if transform == "tf_crop_and_resize":
             return ("Resize with tf_crop_and_resize", "crop with Slice, then Resize")
     return None

@@ -1,0 +1,1 @@
+"""Operator support: the probed matrix, static checks and the compile table."""
