@@ -29,8 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("model", help="an .onnx file or a zoo model name")
     check.add_argument("--platform", default="rk3588", help="target platform (default: rk3588)")
     check.add_argument("--compile", action="store_true", help="also build with the toolkit (authoritative)")
-    check.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,..",
-                       help="fixed shape for a dynamic input, e.g. images=1,3,640,640 (repeatable)")
+    check.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D,D,..",
+        help="fixed shape for a dynamic input, e.g. images=1,3,640,640 (repeatable)",
+    )
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(func=_check)
 
@@ -101,7 +106,9 @@ def _load_model(spec: str, input_shapes: list[str]):
         try:
             shapes[name] = [int(d) for d in dims.split(",")]
         except ValueError:
-            raise WorkbenchError(f"--input-shape {item!r}: expected NAME=D,D,... e.g. images=1,3,640,640") from None
+            raise WorkbenchError(
+                f"--input-shape {item!r}: expected NAME=D,D,... e.g. images=1,3,640,640"
+            ) from None
     return OnnxModel.load(spec, shapes)
 
 
@@ -117,14 +124,22 @@ def _check(args: argparse.Namespace) -> int:
     code = compiled.exit_code if compiled else report.exit_code
     if args.json:
         out = {
-            "model": model.name, "platform": args.platform, "exit_code": code,
-            "static": {"counts": report.counts(), "findings": report.findings,
-                       "problems": report.problems().to_dict("records")},
+            "model": model.name,
+            "platform": args.platform,
+            "exit_code": code,
+            "static": {
+                "counts": report.counts(),
+                "findings": report.findings,
+                "problems": report.problems().to_dict("records"),
+            },
         }
         if compiled:
             out["compile"] = {
-                "rejected": compiled.rejected, "transitions": compiled.transitions,
-                "cpu_layers": compiled.cpu_layers[["id", "op_type", "full_name", "onnx_node"]].to_dict("records"),
+                "rejected": compiled.rejected,
+                "transitions": compiled.transitions,
+                "cpu_layers": compiled.cpu_layers[["id", "op_type", "full_name", "onnx_node"]].to_dict(
+                    "records"
+                ),
                 "disagreements": _disagreements(report, compiled),
             }
         print(json.dumps(out, indent=1, default=str))
@@ -135,13 +150,17 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  model: {finding}")
     problems = report.problems()
     if len(problems):
-        print(problems[["node", "op_type", "status", "reason", "fix"]].to_string(index=False, max_colwidth=70))
+        print(
+            problems[["node", "op_type", "status", "reason", "fix"]].to_string(index=False, max_colwidth=70)
+        )
     if compiled:
         if compiled.rejected:
             print(f"compile check: REJECTED\n{compiled.rejected}")
         else:
-            print(f"compile check: {len(compiled.layers)} layers, {len(compiled.cpu_layers)} on the CPU, "
-                  f"{compiled.transitions} NPU<->CPU switches")
+            print(
+                f"compile check: {len(compiled.layers)} layers, {len(compiled.cpu_layers)} on the CPU, "
+                f"{compiled.transitions} NPU<->CPU switches"
+            )
             if len(compiled.cpu_layers):
                 print(compiled.cpu_layers[["id", "op_type", "full_name"]].to_string(index=False))
             for line in _disagreements(report, compiled):

@@ -67,9 +67,20 @@ def test_netron_through_jupyter_server_proxy(tiny_models, tmp_path):
     """The remote-JupyterLab path: the browser only reaches Jupyter's port."""
     port, token = _free_port(), "wbtest"
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "server", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", "--no-browser", "--allow-root", f"--ServerApp.root_dir={tmp_path}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "server",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            "--no-browser",
+            "--allow-root",
+            f"--ServerApp.root_dir={tmp_path}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     frame = netron_view(tiny_models["conv-relu-sigmoid"], proxy=True)
     try:

@@ -63,10 +63,29 @@ class SupportMatrix:
             text = Path(path).read_text()
         return cls(json.loads(text))
 
-    def result(self, op: str, platform: str, variant: str = "default") -> ProbeResult | None:
-        """The probe result, or None when the op (or variant) was never probed."""
-        entry = self.ops.get(op, {}).get("variants", {}).get(variant, {}).get(family_of(platform))
+    def result(self, op: str, platform: str, variant: str | None = None) -> ProbeResult | None:
+        """The probe result of ``variant`` (by default "default", else the first probed
+        variant), or None when the op was never probed."""
+        variants = self.ops.get(op, {}).get("variants", {})
+        if variant is None:
+            variant = "default" if "default" in variants else next(iter(variants), "")
+        entry = variants.get(variant, {}).get(family_of(platform))
         return ProbeResult(**entry) if entry else None
+
+    def match(self, op: str, platform: str, tokens: set[str]) -> tuple[str, ProbeResult] | None:
+        """The probed variant closest to a node: the one with the most name parts
+        ("mode=linear", "align_corners", "stride=2") all found in ``tokens``."""
+        best: tuple[int, str] | None = None
+        for name in self.variants(op, platform):
+            parts = set(name.split(","))
+            if name == "default" or parts <= tokens:
+                score = 0 if name == "default" else len(parts)
+                if best is None or score > best[0]:
+                    best = (score, name)
+        if best is None:
+            result = self.result(op, platform)
+            return ("default", result) if result else None
+        return best[1], self.variants(op, platform)[best[1]]
 
     def variants(self, op: str, platform: str) -> dict[str, ProbeResult]:
         """Every probed variant of ``op`` on ``platform``."""

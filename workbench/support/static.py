@@ -52,9 +52,12 @@ def static_check(
     matrix = matrix or SupportMatrix.load()
     shapes = {t.name: t.shape for t in model.tensors}
     shapes.update({i.name: tuple(i.dims) for i in model.proto.graph.initializer})
+    initializers = frozenset(i.name for i in model.proto.graph.initializer) | frozenset(
+        o for n in model.proto.graph.node if n.op_type == "Constant" for o in n.output
+    )
     rows = []
     for index, node in enumerate(model.proto.graph.node):
-        status, reason, fix = _verdict(node, platform, matrix, shapes)
+        status, reason, fix = _verdict(node, platform, matrix, shapes, initializers)
         out_shape = shapes.get(node.output[0]) if node.output else None
         rows.append(
             {
@@ -70,38 +73,79 @@ def static_check(
     return SupportReport(platform, pd.DataFrame(rows), _model_findings(model), matrix.toolkit_version)
 
 
-def _verdict(node, platform: str, matrix: SupportMatrix, shapes) -> tuple[str, str, str]:
+def _verdict(node, platform: str, matrix: SupportMatrix, shapes, initializers) -> tuple[str, str, str]:
     if node.domain not in ("", "ai.onnx"):
         return (
             "rejected",
             f"custom-domain operator {node.domain}::{node.op_type}",
             "re-export without custom operators, or register it with the toolkit's custom-op API",
         )
-    probed = matrix.result(node.op_type, platform)
+    matched = matrix.match(node.op_type, platform, node_tokens(node, shapes, initializers))
+    variant, probed = matched if matched else ("", None)
     if probed is None:
         return (
             "attention",
             f"{node.op_type} was not probed with toolkit {matrix.toolkit_version}",
             "run the compile check (check --compile) for the authoritative answer",
         )
+    probe = node.op_type + (f" ({variant})" if variant != "default" else "")
     if probed.status == REJECTED:
         return (
             "rejected",
-            f"the toolkit refuses {node.op_type}: {probed.message}".strip(),
+            f"the toolkit refuses {probe}: {probed.message}".strip(),
             f"replace {node.op_type} with supported operators, or {CUT_GRAPH}",
         )
     limit = _attribute_limits(node, shapes)
-    if limit:
+    if limit and variant == "default":  # a probe of this very variant beats the documented limit
         return ("attention", *limit)
     if probed.status == CPU:
         return (
             "cpu",
-            f"{node.op_type} runs on the CPU: every NPU<->CPU switch costs a copy",
+            f"{probe} runs on the CPU: every NPU<->CPU switch costs a copy",
             f"replace {node.op_type} with NPU operators, or move it to post-processing ({CUT_GRAPH})",
         )
     if probed.status in (NPU, REMOVED):
         return ("npu", "", "")
     return ("attention", f"unexpected probe status {probed.status!r}", "run the compile check")
+
+
+def node_tokens(node, shapes, initializers: frozenset[str] = frozenset()) -> set[str]:
+    """Attribute facts of a node in the probe variants' vocabulary: "mode=linear",
+    "align_corners", "kernel=3", "stride=2", "group=8", "dilation=2", "5d"."""
+    tokens = set()
+    for name, value in _DEFAULT_ATTRIBUTES.get(node.op_type, {}).items():
+        if not any(a.name == name for a in node.attribute):
+            tokens |= {f"{name}={value}", value}
+    for a in node.attribute:
+        value = helper.get_attribute_value(a)
+        if a.name == "to":  # Cast: the probes name the dtype
+            tokens.add(f"to={helper.tensor_dtype_to_np_dtype(value).name}")
+            continue
+        if isinstance(value, bytes):
+            tokens |= {f"{a.name}={value.decode()}", value.decode()}
+        elif isinstance(value, int | float):
+            tokens.add(f"{a.name}={value}")
+        elif isinstance(value, list) and value and len(set(value)) == 1:
+            tokens.add(f"{a.name}={value[0]}")
+    aliases = {"kernel_shape": "kernel", "strides": "stride", "dilations": "dilation"}
+    for token in list(tokens):
+        name, _, value = token.partition("=")
+        if name in aliases:
+            tokens.add(f"{aliases[name]}={value}")
+    if node.op_type == "Conv" and len(node.input) > 1 and shapes.get(node.input[1]):
+        kernel = shapes[node.input[1]][2:]
+        if kernel and len(set(kernel)) == 1:
+            tokens.add(f"kernel={kernel[0]}")
+    if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1:
+        tokens.add("const_b" if node.input[1] in initializers else "computed")
+    ranks = [len(shapes[t]) for t in [*node.input, *node.output] if t and shapes.get(t)]
+    if ranks and max(ranks) > 4:
+        tokens.add("5d")
+    return tokens
+
+
+#: ONNX defaults of attributes that select a probe variant.
+_DEFAULT_ATTRIBUTES = {"Resize": {"mode": "nearest", "coordinate_transformation_mode": "half_pixel"}}
 
 
 def _attr(node, name: str, default=None):

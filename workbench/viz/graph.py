@@ -16,8 +16,14 @@ import plotly.graph_objects as go
 from workbench.model import OnnxModel
 
 STATUS_COLOURS = {
-    "npu": "#2ca02c", "NPU": "#2ca02c", "cpu": "#ff7f0e", "CPU": "#ff7f0e",
-    "attention": "#bcbd22", "rejected": "#d62728", "fused": "#9e9e9e", "removed": "#9e9e9e",
+    "npu": "#2ca02c",
+    "NPU": "#2ca02c",
+    "cpu": "#ff7f0e",
+    "CPU": "#ff7f0e",
+    "attention": "#bcbd22",
+    "rejected": "#d62728",
+    "fused": "#9e9e9e",
+    "removed": "#9e9e9e",
 }
 
 
@@ -62,10 +68,16 @@ def graph_figure(
                 (x0, y0), (x1, y1) = pos[producer[i]], pos[node.name]
                 ex += [x0, x1, None]
                 ey += [y0, y1, None]
-    fig = go.Figure(go.Scattergl(
-        x=ex, y=ey, mode="lines", line={"width": 0.6, "color": "#b0b0b0"}, hoverinfo="skip",
-        showlegend=False,
-    ))
+    fig = go.Figure(
+        go.Scattergl(
+            x=ex,
+            y=ey,
+            mode="lines",
+            line={"width": 0.6, "color": "#b0b0b0"},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
     nodes = list(model.proto.graph.node)
     numeric = [v for v in values.values() if isinstance(v, int | float)]
     if values and len(numeric) == len(values):
@@ -73,9 +85,14 @@ def graph_figure(
     else:
         _category_nodes(fig, nodes, pos, values, hover)
     fig.update_layout(
-        title=title, template="plotly_white", hovermode="closest", height=520,
+        title=title,
+        template="plotly_white",
+        hovermode="closest",
+        height=520,
         xaxis={"title": "depth", "showgrid": False, "zeroline": False},
-        yaxis={"visible": False}, dragmode="pan", legend={"orientation": "h"},
+        yaxis={"visible": False},
+        dragmode="pan",
+        legend={"orientation": "h"},
     )
     return fig
 
@@ -91,37 +108,64 @@ def _category_nodes(fig, nodes, pos, values, hover) -> None:
     for node in nodes:
         groups.setdefault(str(values.get(node.name, "unknown")), []).append(node)
     for category, members in groups.items():
-        fig.add_trace(go.Scattergl(
-            x=[pos[n.name][0] for n in members], y=[pos[n.name][1] for n in members],
-            mode="markers", name=f"{category} ({len(members)})",
-            marker={"size": 9, "color": STATUS_COLOURS.get(category, "#1f77b4"),
-                    "line": {"width": 0.5, "color": "#333"}},
-            customdata=[n.name for n in members],
-            hovertext=[_text(n, category, hover) for n in members], hoverinfo="text",
-        ))
+        fig.add_trace(
+            go.Scattergl(
+                x=[pos[n.name][0] for n in members],
+                y=[pos[n.name][1] for n in members],
+                mode="markers",
+                name=f"{category} ({len(members)})",
+                marker={
+                    "size": 9,
+                    "color": STATUS_COLOURS.get(category, "#1f77b4"),
+                    "line": {"width": 0.5, "color": "#333"},
+                },
+                customdata=[n.name for n in members],
+                hovertext=[_text(n, category, hover) for n in members],
+                hoverinfo="text",
+            )
+        )
 
 
 def _numeric_nodes(fig, nodes, pos, values, hover, colorscale, label) -> None:
     have = [n for n in nodes if n.name in values]
     rest = [n for n in nodes if n.name not in values]
     if rest:
-        fig.add_trace(go.Scattergl(
-            x=[pos[n.name][0] for n in rest], y=[pos[n.name][1] for n in rest], mode="markers",
-            name=f"no value ({len(rest)})", marker={"size": 7, "color": "#d0d0d0"},
-            customdata=[n.name for n in rest],
-            hovertext=[_text(n, "", hover) for n in rest], hoverinfo="text",
-        ))
-    fig.add_trace(go.Scattergl(
-        x=[pos[n.name][0] for n in have], y=[pos[n.name][1] for n in have], mode="markers",
-        name=label,
-        marker={"size": 10, "color": [values[n.name] for n in have], "colorscale": colorscale,
-                "showscale": True, "colorbar": {"title": label}, "line": {"width": 0.5, "color": "#333"}},
-        customdata=[n.name for n in have],
-        hovertext=[_text(n, f"{label} {values[n.name]:.4g}", hover) for n in have], hoverinfo="text",
-    ))
+        fig.add_trace(
+            go.Scattergl(
+                x=[pos[n.name][0] for n in rest],
+                y=[pos[n.name][1] for n in rest],
+                mode="markers",
+                name=f"no value ({len(rest)})",
+                marker={"size": 7, "color": "#d0d0d0"},
+                customdata=[n.name for n in rest],
+                hovertext=[_text(n, "", hover) for n in rest],
+                hoverinfo="text",
+            )
+        )
+    fig.add_trace(
+        go.Scattergl(
+            x=[pos[n.name][0] for n in have],
+            y=[pos[n.name][1] for n in have],
+            mode="markers",
+            name=label,
+            marker={
+                "size": 10,
+                "color": [values[n.name] for n in have],
+                "colorscale": colorscale,
+                "showscale": True,
+                "colorbar": {"title": label},
+                "line": {"width": 0.5, "color": "#333"},
+            },
+            customdata=[n.name for n in have],
+            hovertext=[_text(n, f"{label} {values[n.name]:.4g}", hover) for n in have],
+            hoverinfo="text",
+        )
+    )
 
 
-def netron_view(model: OnnxModel | str | Path, *, port: int = 0, proxy: bool | None = None, height: int = 600):
+def netron_view(
+    model: OnnxModel | str | Path, *, port: int = 0, proxy: bool | None = None, height: int = 600
+):
     """Serve the model with Netron on 127.0.0.1 and return an IFrame for the notebook.
 
     When JupyterLab runs on another machine than the browser, the IFrame goes through
@@ -132,7 +176,11 @@ def netron_view(model: OnnxModel | str | Path, *, port: int = 0, proxy: bool | N
     import netron
     from IPython.display import IFrame
 
-    path = Path(model.save(Path(_scratch()) / f"{model.name}.onnx")) if isinstance(model, OnnxModel) else Path(model)
+    path = (
+        Path(model.save(Path(_scratch()) / f"{model.name}.onnx"))
+        if isinstance(model, OnnxModel)
+        else Path(model)
+    )
     address = netron.serve(str(path), None, ("127.0.0.1", port), False)
     host, bound = address
     if proxy is None:
