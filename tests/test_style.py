@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_ruff_clean():
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "workbench", "tests", "benchmarks", "datasets"],
+        [sys.executable, "-m", "ruff", "check", "."],
         cwd=ROOT,
         capture_output=True,
         text=True,
