@@ -97,7 +97,19 @@ def _verdict(node, platform: str, matrix: SupportMatrix, shapes, initializers) -
         )
     limit = _attribute_limits(node, shapes)
     if limit and variant == "default":  # a probe of this very variant beats the documented limit
-        return ("attention", *limit)
+        reason, fix = limit
+        return (
+            "attention",
+            reason,
+            f"{fix}; or force it onto the CPU with config(op_target={{{node.name!r}: 'cpu'}})",
+        )
+    unknown = [o for o in node.output if o and shapes.get(o) is None]
+    if unknown:
+        return (
+            "attention",
+            f"output shape of {node.op_type} unknown after inference: a dynamic shape the NPU cannot take",
+            "fix the input shapes (input_shapes=...), or simplify the graph (onnxsim) so shapes are static",
+        )
     if probed.status == CPU:
         return (
             "cpu",
