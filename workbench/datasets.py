@@ -43,6 +43,7 @@ class CalibrationSet:
 
     rows: list[tuple[Path, ...]]
     source: Path | None = None  #: the dataset.txt or folder it was read from
+    lines: list[int] | None = None  #: line of each row in the dataset.txt, for error messages
 
     @classmethod
     def from_list(cls, path: str | Path) -> CalibrationSet:
@@ -52,7 +53,7 @@ class CalibrationSet:
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"Dataset list {str(path)!r} does not exist.")
-        rows = []
+        rows, lines = [], []
         for number, line in enumerate(path.read_text().splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -65,6 +66,7 @@ class CalibrationSet:
                         "Paths are relative to the list file."
                     )
             rows.append(row)
+            lines.append(number)
         if not rows:
             raise DatasetError(f"Dataset list {str(path)!r} names no samples.")
         widths = {len(r) for r in rows}
@@ -73,7 +75,7 @@ class CalibrationSet:
                 f"{str(path)!r} mixes rows of {sorted(widths)} files; every row needs one "
                 "file per model input."
             )
-        return cls(rows, path)
+        return cls(rows, path, lines)
 
     @classmethod
     def from_folder(cls, folder: str | Path, pattern: str = "*") -> CalibrationSet:
@@ -93,7 +95,7 @@ class CalibrationSet:
 
     def head(self, n: int) -> CalibrationSet:
         """The first ``n`` samples."""
-        return CalibrationSet(self.rows[:n], self.source)
+        return CalibrationSet(self.rows[:n], self.source, self.lines[:n] if self.lines else None)
 
     def write_list(self, path: str | Path) -> Path:
         """Write a dataset.txt with absolute paths, for the toolkit to read from anywhere."""
@@ -114,11 +116,31 @@ class CalibrationSet:
                 f"Samples of {self.source} have {len(self.rows[0])} file(s) per row, the model "
                 f"has {len(names)} input(s) {names}."
             )
-        for row in self.rows:
-            yield {
-                name: load_sample(p, input_shapes[name], _for_input(preprocess, name))
-                for name, p in zip(names, row)
-            }
+        for index, row in enumerate(self.rows):
+            try:
+                yield {
+                    name: load_sample(p, input_shapes[name], _for_input(preprocess, name))
+                    for name, p in zip(names, row)
+                }
+            except DatasetError as err:
+                raise DatasetError(f"{self.where(index)}: {err}") from None
+
+    def where(self, index: int) -> str:
+        """Where sample ``index`` comes from: "dataset.txt line 7" or the file."""
+        if self.lines and self.source:
+            return f"{self.source} line {self.lines[index]}"
+        return str(self.rows[index][0])
+
+    def validate(
+        self,
+        input_shapes: Mapping[str, Sequence[int]],
+        preprocess: Mapping[str, Preprocess] | Preprocess,
+    ) -> None:
+        """Read every sample once, so a bad file fails before a build, naming its line."""
+        if not self.rows:
+            raise DatasetError("The calibration set is empty: give at least one sample.")
+        for _ in self.samples(input_shapes, preprocess):
+            pass
 
 
 def _for_input(preprocess: Mapping[str, Preprocess] | Preprocess, name: str) -> Preprocess:

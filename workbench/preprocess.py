@@ -114,10 +114,17 @@ def _load_image(path: Path, shape: tuple[int, ...], preprocess: Preprocess) -> n
     axis = channel_axis(shape)
     channels = shape[axis]
     height, width = (shape[1], shape[2]) if axis == 3 else (shape[2], shape[3])
-    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
-    img = cv2.imread(str(path), flag)
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DatasetError(f"OpenCV cannot decode {str(path)!r}: the image is damaged or empty.")
+    if channels == 3 and img.ndim == 2:
+        raise DatasetError(
+            f"{str(path)!r} is a grayscale image (1 channel); the input expects 3 channels. "
+            "Convert it to colour (cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)) or leave it out."
+        )
+    if img.dtype != np.uint8 or img.ndim != (2 if channels == 1 else 3) or img.shape[-1] == 4:
+        # 16-bit, alpha channel, colour for a 1-channel input: decode as the toolkit does.
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
     if channels == 3 and not preprocess.rgb2bgr:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if img.shape[:2] != (height, width):

@@ -10,6 +10,28 @@ from dataclasses import asdict, dataclass, field
 from workbench.errors import WorkbenchError
 from workbench.preprocess import Preprocess
 
+#: quantized_dtype -> platforms whose build accepts it, measured with rknn-toolkit2 2.5.0
+#: (every platform x dtype built once; rk2118 builds float16 only).
+DTYPE_PLATFORMS = {
+    "w8a8": (
+        "rk3588",
+        "rk3576",
+        "rk3568",
+        "rk3566",
+        "rk3562",
+        "rv1103",
+        "rv1106",
+        "rv1103b",
+        "rv1106b",
+        "rv1126b",
+    ),
+    "w8a16": ("rk3562",),
+    "w16a16i_dfp": ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1103", "rv1106", "rv1126b"),
+    "w4a16": ("rk3576", "rv1126b"),
+}
+ALGORITHMS = ("normal", "kl_divergence", "mmse")
+METHODS = ("channel", "layer")
+
 #: target_platform values rknn-toolkit2 2.5.0 accepts.
 PLATFORMS = (
     "rk3588",
@@ -32,6 +54,7 @@ class BuildConfig:
 
     ``preprocess`` maps model input names to their :class:`Preprocess`; it becomes the
     toolkit's ``mean_values``/``std_values``/``quant_img_RGB2BGR`` in input order.
+    Invalid combinations raise ConfigError here, before any build.
     """
 
     target_platform: str = "rk3588"
@@ -43,10 +66,40 @@ class BuildConfig:
     preprocess: Mapping[str, Preprocess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.target_platform not in PLATFORMS:
-            raise WorkbenchError(
-                f"Unknown target platform {self.target_platform!r}. Valid: {', '.join(PLATFORMS)}."
+        _one_of("target_platform", self.target_platform, PLATFORMS)
+        _one_of("quantized_algorithm", self.quantized_algorithm, ALGORITHMS)
+        _one_of("quantized_method", self.quantized_method, METHODS)
+        _one_of("quantized_dtype", self.quantized_dtype, tuple(DTYPE_PLATFORMS))
+        if self.optimization_level not in (0, 1, 2, 3):
+            raise ConfigError(f"optimization_level must be 0-3, not {self.optimization_level!r}.")
+        if self.target_platform == "rk2118" and self.do_quantization:
+            raise ConfigError("rk2118 runs float16 models only: use do_quantization=False.")
+        allowed = DTYPE_PLATFORMS[self.quantized_dtype]
+        if self.do_quantization and self.target_platform not in allowed:
+            raise ConfigError(
+                f"quantized_dtype {self.quantized_dtype!r} is not available on "
+                f"{self.target_platform}; it is on {', '.join(allowed)}. Use 'w8a8' there."
             )
+        if not isinstance(self.preprocess, Mapping):
+            raise ConfigError("preprocess maps input names to Preprocess, e.g. {'images': Preprocess(...)}.")
+
+    def check_model(self, model) -> None:
+        """Raise ConfigError if the preprocessing does not fit ``model``'s inputs."""
+        from workbench.preprocess import channel_axis
+
+        unknown = sorted(set(self.preprocess) - set(model.inputs))
+        if unknown:
+            raise ConfigError(f"preprocess names {unknown}; the model's inputs are {list(model.inputs)}.")
+        for name, pre in self.preprocess.items():
+            shape = model.inputs[name]
+            channels = shape[channel_axis(shape)] if len(shape) == 4 else None
+            for field_name in ("mean", "std"):
+                values = getattr(pre, field_name)
+                if values is not None and channels is not None and len(values) not in (1, channels):
+                    raise ConfigError(
+                        f"{len(values)} {field_name} values for input {name!r} with {channels} channels "
+                        f"(shape {list(shape)}): give one value per channel."
+                    )
 
     def toolkit_kwargs(self, input_names: list[str]) -> dict:
         """Keyword arguments for ``rknn.config()`` for a model with these inputs."""
@@ -70,6 +123,21 @@ class BuildConfig:
         d["preprocess"] = {k: asdict(v) for k, v in self.preprocess.items()}
         return d
 
+    @classmethod
+    def from_dict(cls, data: dict) -> BuildConfig:
+        data = dict(data)
+        data["preprocess"] = {k: Preprocess(**v) for k, v in data.get("preprocess", {}).items()}
+        return cls(**data)
+
     def digest(self) -> str:
         """Stable hash of the settings, part of the build cache key."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+class ConfigError(WorkbenchError):
+    """A BuildConfig that the toolkit would refuse (or that does not fit the model)."""
+
+
+def _one_of(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"Unknown {name} {value!r}. Valid: {', '.join(map(str, allowed))}.")

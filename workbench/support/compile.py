@@ -125,8 +125,9 @@ def compile_check(
     sample per input is used. A failed build or a toolkit crash is reported in
     ``rejected`` (with the toolkit's words), never raised: rejection is a check result.
     """
+    quantize = quantize and platform != "rk2118"  # rk2118 builds float16 only
     config = config or BuildConfig(target_platform=platform, do_quantization=quantize)
-    quantize = quantize and config.do_quantization and platform != "rk2118"  # rk2118: fp16 only
+    quantize = quantize and config.do_quantization
     with tempfile.TemporaryDirectory(prefix="rknn-wb-compile-") as tmp:
         tmp = Path(tmp)
         path = model.save(tmp / "model.onnx")
