@@ -69,8 +69,14 @@ def channel_axis(shape: Sequence[int]) -> int:
     return 1
 
 
-def load_sample(path: str | Path, shape: Sequence[int], preprocess: Preprocess) -> np.ndarray:
+def load_sample(
+    path: str | Path, shape: Sequence[int], preprocess: Preprocess, *, normalise: bool = True
+) -> np.ndarray:
     """Read one sample file as the toolkit would feed it to an input of ``shape``.
+
+    With ``normalise=False`` the result stops before mean/std: the raw pixels (in the
+    model's channel order and layout) that ``rknn.inference()`` takes, since an RKNN model
+    applies mean/std itself.
 
     Raises:
         DatasetError: missing or unreadable file, or a .npy of the wrong shape.
@@ -78,6 +84,8 @@ def load_sample(path: str | Path, shape: Sequence[int], preprocess: Preprocess) 
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"Sample {str(path)!r} does not exist.")
+    if not normalise:
+        preprocess = Preprocess(rgb2bgr=preprocess.rgb2bgr)
     if path.suffix.lower() == ".npy":
         return _load_npy(path, tuple(shape), preprocess)
     if path.suffix.lower() not in IMAGE_SUFFIXES:

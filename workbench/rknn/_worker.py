@@ -15,6 +15,7 @@ import traceback
 
 class _State:
     rknn = None
+    runtime_ready = False
 
 
 def _check(ret, what: str) -> None:
@@ -35,6 +36,7 @@ def build(
     if state.rknn is not None:
         state.rknn.release()
     state.rknn = RKNN(verbose=True)
+    state.runtime_ready = False
     _check(state.rknn.config(**config), "rknn.config()")
     _check(state.rknn.load_onnx(model=model_path), "rknn.load_onnx()")
     _check(state.rknn.build(do_quantization=do_quantization, dataset=dataset), "rknn.build()")
@@ -50,7 +52,50 @@ def accuracy_analysis(state: _State, inputs: list[str], output_dir: str) -> dict
     return {"output_dir": output_dir}
 
 
-HANDLERS = {"build": build, "accuracy_analysis": accuracy_analysis}
+def inference(state: _State, inputs: list[str], output_path: str) -> dict:
+    """Run the built model on the simulator; inputs are .npy files in the ONNX layout."""
+    import numpy as np
+
+    if state.rknn is None:
+        raise RuntimeError("inference() before build()")
+    if not state.runtime_ready:
+        _check(state.rknn.init_runtime(), "rknn.init_runtime()")
+        state.runtime_ready = True
+    arrays = [np.load(p) for p in inputs]
+    formats = ["nchw" if a.ndim == 4 else None for a in arrays]
+    outputs = state.rknn.inference(inputs=arrays, data_format=formats)
+    if outputs is None:
+        raise RuntimeError("rknn.inference() returned None")
+    np.savez(output_path, *outputs)
+    return {"count": len(outputs)}
+
+
+def quant_params(state: _State, model_path: str, config: dict, dataset: str) -> dict:
+    """The quantization parameters the toolkit chooses: hybrid_quantization_step1 writes
+    them as <model>.quantization.cfg (YAML) into the current directory."""
+    import glob
+
+    from rknn.api import RKNN
+
+    rknn = RKNN(verbose=True)
+    try:
+        _check(rknn.config(**config), "rknn.config()")
+        _check(rknn.load_onnx(model=model_path), "rknn.load_onnx()")
+        _check(rknn.hybrid_quantization_step1(dataset=dataset), "rknn.hybrid_quantization_step1()")
+    finally:
+        rknn.release()
+    found = sorted(glob.glob("*.quantization.cfg"), key=os.path.getmtime)
+    if not found:
+        raise RuntimeError("hybrid_quantization_step1() wrote no .quantization.cfg")
+    return {"cfg": os.path.abspath(found[-1])}
+
+
+HANDLERS = {
+    "build": build,
+    "accuracy_analysis": accuracy_analysis,
+    "inference": inference,
+    "quant_params": quant_params,
+}
 
 
 def main() -> None:

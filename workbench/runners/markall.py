@@ -1,0 +1,107 @@
+"""MarkAllRunner: the quantized model's layer-boundary tensors from one ``inference()``.
+
+The compiled graph's layer boundaries (the Feature Tensor table of a first build) are
+added as model outputs and the model is built again, so one simulator ``inference()``
+returns every boundary tensor, in memory, with no dump files. Only boundaries are marked:
+an output inside a fused layer would split the fusion and measure a different model.
+Accumulated error only (the toolkit's single-layer error needs the snapshot mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from workbench.compare.align import base_name
+from workbench.datasets import CalibrationSet
+from workbench.model import OnnxModel
+from workbench.preprocess import Preprocess, load_sample
+from workbench.rknn.buildlog import parse_feature_tensors
+from workbench.rknn.config import BuildConfig
+from workbench.rknn.session import ToolkitSession, clean_log
+from workbench.runners.float import _with_outputs
+
+
+class MarkAllRunner:
+    """Build ``model`` twice (plain, then with its layer boundaries marked) and run samples."""
+
+    backend = "simulator"
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        config: BuildConfig,
+        calibration: CalibrationSet,
+        workdir: str | Path | None = None,
+        timeout: float | None = None,
+    ):
+        self.model = model
+        self.config = config
+        self.session = ToolkitSession(workdir, timeout=timeout)
+        self.workdir = self.session.workdir
+        dataset = calibration.write_list(self.workdir / "dataset.txt")
+        build = {
+            "config": config.toolkit_kwargs(list(model.inputs)),
+            "dataset": str(dataset) if config.do_quantization else None,
+            "do_quantization": config.do_quantization,
+        }
+        _, log = self.session.call("build", model_path=str(model.save(self.workdir / "model.onnx")), **build)
+        self.boundaries = boundary_tensors(model, parse_feature_tensors(log))
+        known = {t.name: t for t in model.tensors}
+        self.output_names = [*model.outputs, *[b for b in self.boundaries if b not in model.outputs]]
+        marked = OnnxModel(_with_outputs(model, self.output_names, known))
+        _, self.build_log = self.session.call(
+            "build", model_path=str(marked.save(self.workdir / "marked.onnx")), **build
+        )
+
+    def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
+        """Boundary tensors (ONNX names) of one sample, dequantized to float32."""
+        files = []
+        for i, ((name, shape), path) in enumerate(zip(self.model.inputs.items(), row)):
+            raw = load_sample(path, shape, self.config.preprocess.get(name, Preprocess()), normalise=False)
+            files.append(self.workdir / f"input_{i}.npy")
+            np.save(files[-1], raw)
+        out = self.workdir / "outputs.npz"
+        result, log = self.session.call("inference", inputs=[str(f) for f in files], output_path=str(out))
+        with np.load(out) as data:
+            arrays = [data[f"arr_{i}"] for i in range(result["count"])]
+        out.unlink()
+        return _match_outputs(self.output_names, arrays, log, self.model)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> MarkAllRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def boundary_tensors(model: OnnxModel, feature_tensors: list[str]) -> list[str]:
+    """ONNX tensors standing for the compiled graph's layer boundaries, in topological order
+    (graph inputs excluded: they are fed, not computed)."""
+    produced = {t.name for t in model.tensors if t.producer}
+    found = {base_name(name, produced) for name in feature_tensors} - {None}
+    return [t.name for t in model.tensors if t.name in found]
+
+
+def _match_outputs(names: list[str], arrays: list[np.ndarray], log: str, model: OnnxModel) -> dict:
+    """Pair outputs with names. The toolkit silently drops outputs it constant-folded
+    (it names them in a warning), so the list can be shorter: match by name, then shape."""
+    if len(arrays) < len(names):
+        text = clean_log(log)
+        names = [n for n in names if f"'{n}'" not in text and f" {n} " not in text] or names
+    shapes = {t.name: t.shape for t in model.tensors}
+    out, k = {}, 0
+    for name in names:
+        if k >= len(arrays):
+            break
+        want = shapes.get(name)
+        if want is not None and arrays[k].size != int(np.prod(want)):
+            continue  # dropped by the toolkit: the next array belongs to a later name
+        out[name] = arrays[k].reshape(want) if want else arrays[k]
+        k += 1
+    return out
