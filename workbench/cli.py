@@ -39,6 +39,31 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(func=_check)
 
+    diverge = commands.add_parser(
+        "diverge", help="per-layer divergence float vs quantized (simulator); saves a run"
+    )
+    diverge.add_argument("model", help="an .onnx file or a zoo model name")
+    diverge.add_argument("--platform", default="rk3588")
+    diverge.add_argument("--dataset", help="calibration dataset.txt (default: the bundled photographs)")
+    diverge.add_argument("--samples", type=int, default=4, help="samples compared (default: 4)")
+    diverge.add_argument("--input-shape", action="append", default=[], metavar="NAME:D,D,..")
+    diverge.add_argument(
+        "--mean",
+        action="append",
+        default=[],
+        metavar="M,M,M",
+        help="per-channel mean, once per input in input order",
+    )
+    diverge.add_argument("--std", action="append", default=[], metavar="S,S,S")
+    diverge.add_argument("--bgr", action="store_true", help="the model takes BGR images (quant_img_RGB2BGR)")
+    diverge.add_argument("--dtype", default="w8a8")
+    diverge.add_argument("--algorithm", default="normal", help="normal | kl_divergence | mmse")
+    diverge.add_argument("--method", default="channel", help="channel | layer")
+    diverge.add_argument("--mode", default="mark-all", choices=["mark-all", "snapshot"])
+    diverge.add_argument("--out", help="run folder (default: runs/<time>-<model>-<platform>)")
+    diverge.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    diverge.set_defaults(func=_diverge)
+
     support = commands.add_parser("support", help="regenerate the operator-support matrix")
     support.add_argument("action", choices=["probe"])
     support.add_argument("--out", help="matrix JSON path (default: the packaged matrix)")
@@ -94,6 +119,77 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diverge(args: argparse.Namespace) -> int:
+    import json
+
+    from workbench.compare.divergence import compute_divergence
+    from workbench.datasets import ZOO, CalibrationSet, default_calibration_set
+    from workbench.rknn.config import BuildConfig
+
+    model = _load_model(args.model, args.input_shape)
+    calibration = CalibrationSet.from_list(args.dataset) if args.dataset else default_calibration_set()
+    preprocess = _preprocess(args, list(model.inputs), ZOO.get(args.model))
+    config = BuildConfig(
+        target_platform=args.platform,
+        quantized_dtype=args.dtype,
+        quantized_algorithm=args.algorithm,
+        quantized_method=args.method,
+        preprocess=preprocess,
+    )
+    result = compute_divergence(
+        model, config, calibration, calibration.head(args.samples), mode=args.mode, progress=not args.json
+    )
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run = result.save(args.out or Path("runs") / f"{stamp}-{model.name}-{args.platform}")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run": str(run),
+                    "meta": result.meta,
+                    "summary": result.first_divergence().to_dict("records"),
+                },
+                default=str,
+            )
+        )
+        return 0
+    print(f"run saved: {run}")
+    worst = result.first_divergence().nsmallest(10, "sqnr_db_mean")
+    print(
+        worst[["layer", "op_type", "sqnr_db_mean", "cosine_mean", "verdict"]].to_string(
+            index=False, float_format=lambda v: f"{v:.4f}"
+        )
+    )
+    return 0
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise WorkbenchError(f"{what} {text!r}: expected numbers separated by commas, e.g. 0,0,0") from None
+
+
+def _preprocess(args, inputs: list[str], entry) -> dict:
+    from workbench.preprocess import Preprocess
+
+    if not args.mean and not args.std and not args.bgr and entry is not None:
+        return {entry.input_name: entry.preprocess}
+    for flag, values in (("--mean", args.mean), ("--std", args.std)):
+        if len(values) not in (0, 1, len(inputs)):
+            raise WorkbenchError(
+                f"{flag} given {len(values)} times; the model has {len(inputs)} inputs {inputs}."
+            )
+    out = {}
+    for i, name in enumerate(inputs):
+        mean = args.mean[min(i, len(args.mean) - 1)] if args.mean else None
+        std = args.std[min(i, len(args.std) - 1)] if args.std else None
+        out[name] = Preprocess(
+            _floats(mean, "--mean") if mean else None, _floats(std, "--std") if std else None, args.bgr
+        )
+    return out
+
+
 def _load_model(spec: str, input_shapes: list[str]):
     from workbench.datasets import ZOO, load_zoo_model
     from workbench.model import OnnxModel
@@ -102,7 +198,9 @@ def _load_model(spec: str, input_shapes: list[str]):
         return load_zoo_model(spec)
     shapes = {}
     for item in input_shapes:
-        name, _, dims = item.partition("=")
+        name, sep, dims = item.rpartition("=") if "=" in item else item.rpartition(":")
+        if not sep:
+            raise WorkbenchError(f"--input-shape {item!r}: expected NAME:D,D,... e.g. images:1,3,640,640")
         try:
             shapes[name] = [int(d) for d in dims.split(",")]
         except ValueError:

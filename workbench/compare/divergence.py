@@ -7,6 +7,8 @@ atomically so a failed or interrupted save never damages an earlier run.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.compare.align import align
-from workbench.compare.metrics import METRICS, tensor_metrics
+from workbench.compare.metrics import MAX_SQNR_DB, METRICS, tensor_metrics
 from workbench.errors import WorkbenchError
 
 COLUMNS = (
@@ -64,6 +66,49 @@ class Divergence:
     def worst(self, n: int = 5, backend: str = "simulator") -> pd.DataFrame:
         """The ``n`` layers with the lowest mean SQNR."""
         return self.summary(backend).nsmallest(n, "sqnr_db_mean")
+
+    def first_divergence(
+        self,
+        threshold_db: float = 20.0,
+        drop_db: float = 3.0,
+        single_cos: float = 0.99,
+        backend: str = "simulator",
+    ) -> pd.DataFrame:
+        """Label each compared layer: where error is made vs where it is only inherited.
+
+        - "origin": the layer's own error is bad: the toolkit's single-layer cosine is
+          below ``single_cos`` (snapshot mode), or its SQNR is below ``threshold_db`` and
+          more than ``drop_db`` below the worst compared layer feeding it;
+        - "inherited": below ``threshold_db`` only because its inputs already were;
+        - "ok".
+        """
+        summary = self.summary(backend)
+        parents = self.meta.get("parents", {})
+        sqnr = dict(zip(summary.layer, summary.sqnr_db_mean))
+        upstream, verdicts = [], []
+        for r in summary.itertuples():
+            ups = [sqnr[p] for p in parents.get(r.layer, []) if p in sqnr]
+            entering = min(ups) if ups else MAX_SQNR_DB
+            upstream.append(entering)
+            single_bad = not pd.isna(r.single_cos_mean) and r.single_cos_mean < single_cos
+            if single_bad or (r.sqnr_db_mean < threshold_db and entering - r.sqnr_db_mean > drop_db):
+                verdicts.append("origin")
+            elif r.sqnr_db_mean < threshold_db:
+                verdicts.append("inherited")
+            else:
+                verdicts.append("ok")
+        summary["upstream_sqnr_db"] = upstream
+        summary["verdict"] = verdicts
+        return summary
+
+    def compare(self, other: Divergence, backend: str = "simulator") -> pd.DataFrame:
+        """Per-layer mean SQNR and cosine of this run (``_a``) and ``other`` (``_b``), and the
+        change b - a, on the layers both compared."""
+        cols = ["index", "layer", "op_type", "sqnr_db_mean", "cosine_mean", "sqnr_db_worst"]
+        a, b = self.summary(backend)[cols], other.summary(backend)[cols]
+        both = a.merge(b, on=["index", "layer", "op_type"], suffixes=("_a", "_b"))
+        both["sqnr_db_delta"] = both.sqnr_db_mean_b - both.sqnr_db_mean_a
+        return both.sort_values("index", ignore_index=True)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``divergence.parquet`` and ``meta.json`` into ``folder``, atomically."""
@@ -147,7 +192,9 @@ def layer_rows(
         }
         if layer is not None:
             ref = reference[t.name]
-            row.update(tensor_metrics(ref, _like(quantized[layer], ref.shape)))
+            test, layout = _like(quantized[layer], ref.shape)
+            row.update(tensor_metrics(ref, test))
+            row["flag"] = ",".join(f for f in (row["flag"], layout) if f)
             row["status"] = "compared"
             err = toolkit_rows.get(layer)
             if err is not None:
@@ -158,17 +205,30 @@ def layer_rows(
     return rows
 
 
-def _like(tensor: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The backend tensor in the ONNX layout (the toolkit may dump 4-D tensors as NHWC)."""
+def _like(tensor: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
+    """The backend tensor in the ONNX layout, and a flag saying what was done.
+
+    The toolkit dumps some tensors in its own axis order (e.g. (4,16,1,2100) for an ONNX
+    (1,16,4,2100)); when exactly one axis permutation gives the ONNX shape, it is used.
+    """
     if tensor.shape == shape:
-        return tensor
-    if tensor.ndim == 4 and len(shape) == 4 and tensor.shape == (shape[0], shape[2], shape[3], shape[1]):
-        return tensor.transpose(0, 3, 1, 2)
-    return tensor.reshape(-1)
+        return tensor, ""
+    if tensor.ndim == len(shape):
+        perms = {
+            p
+            for p in itertools.permutations(range(tensor.ndim))
+            if tuple(tensor.shape[i] for i in p) == shape
+        }
+        if len(perms) == 1:
+            return tensor.transpose(perms.pop()), "transposed"
+    return tensor.reshape(-1), "reshaped"
 
 
 def _nan(value) -> float:
     return np.nan if value is None else float(value)
+
+
+MODES = ("mark-all", "snapshot")
 
 
 def compute_divergence(
@@ -177,8 +237,11 @@ def compute_divergence(
     calibration,
     samples=None,
     *,
+    mode: str = "mark-all",
     workdir: str | Path | None = None,
+    cache: bool = True,
     progress: bool = True,
+    on_sample=None,
 ) -> Divergence:
     """Float (onnxruntime) vs simulator (rknn-toolkit2) per layer, over ``samples``.
 
@@ -187,33 +250,108 @@ def compute_divergence(
         config: BuildConfig (platform, quantization, preprocessing).
         calibration: CalibrationSet used to quantize.
         samples: CalibrationSet to compare on; the first 4 calibration samples by default.
+        mode: "mark-all" (layer boundaries as outputs, one inference per sample: fast,
+            accumulated error) or "snapshot" (accuracy_analysis per sample: slower, adds
+            the toolkit's single-layer error).
         workdir: scratch folder for the toolkit (temporary by default).
-        progress: show a progress bar.
+        cache: reuse the saved result of an identical earlier call (same model bytes,
+            config, calibration and sample file contents, mode).
+        progress: show a progress bar. ``on_sample(done, total)`` is called after each sample.
+
+    Raises:
+        ConfigError, DatasetError before any build; ToolkitError if the toolkit fails.
     """
     from tqdm.auto import tqdm
 
     from workbench.runners.float import FloatRunner
+    from workbench.runners.markall import MarkAllRunner
     from workbench.runners.simulator import SimulatorRunner
 
+    if mode not in MODES:
+        raise WorkbenchError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
     samples = samples if samples is not None else calibration.head(4)
+    config.check_model(model)
+    calibration.validate(model.inputs, config.preprocess)
+    samples.validate(model.inputs, config.preprocess)
+    key = run_key(model, config, calibration, samples, mode)
+    cached = _cache_dir() / key
+    if cache and (cached / "divergence.parquet").is_file():
+        return Divergence.load(cached)
+
     reference = FloatRunner(model, config.preprocess)
+    runner_cls = MarkAllRunner if mode == "mark-all" else SimulatorRunner
     rows: list[dict] = []
-    with SimulatorRunner(model, config, calibration, workdir=workdir) as simulator:
-        for i, row in enumerate(tqdm(samples.rows, desc="per-layer divergence", disable=not progress)):
+    with runner_cls(model, config, calibration, workdir=workdir) as quantized:
+        bar = tqdm(samples.rows, desc=f"per-layer divergence ({mode})", disable=not progress)
+        for i, row in enumerate(bar):
             floats = reference.run(row)
-            snap = simulator.analyse(row)
-            errors = {e.name: e for e in snap.errors}
-            rows += layer_rows(model.tensors, floats, snap.simulator, errors, sample=i, backend="simulator")
+            if mode == "snapshot":
+                snap = quantized.analyse(row)
+                tensors, errors = snap.simulator, {e.name: e for e in snap.errors}
+            else:
+                tensors, errors = quantized.run(row), None
+            rows += layer_rows(model.tensors, floats, tensors, errors, sample=i, backend="simulator")
+            if on_sample:
+                on_sample(i + 1, len(samples))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     meta = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "key": key,
+        "mode": mode,
         "model": model.summary(),
         "config": config.to_dict(),
         "calibration": {"source": str(calibration.source), "size": len(calibration)},
         "samples": [[str(p) for p in r] for r in samples.rows],
         "toolkit_version": _toolkit_version(),
+        "parents": compared_parents(model, set(table.loc[table.status == "compared", "layer"])),
     }
-    return Divergence(table, meta)
+    result = Divergence(table, meta)
+    if cache:
+        result.save(cached)
+    return result
+
+
+def run_key(model, config, calibration, samples, mode: str) -> str:
+    """Content hash of everything a divergence run depends on."""
+    h = hashlib.sha256()
+    h.update(model.to_bytes())
+    h.update(config.digest().encode())
+    h.update(mode.encode())
+    h.update(_toolkit_version().encode())
+    for group in (calibration, samples):
+        h.update(b"|")
+        for row in group.rows:
+            for path in row:
+                h.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    return h.hexdigest()[:24]
+
+
+def _cache_dir() -> Path:
+    from workbench.datasets import cache_dir
+
+    return cache_dir() / "runs"
+
+
+def compared_parents(model, compared: set[str]) -> dict[str, list[str]]:
+    """For each compared tensor, the nearest compared tensors upstream of it (walking
+    through fused ones), so error can be told apart: made here, or inherited."""
+    producers = {o: n for n in model.proto.graph.node for o in n.output}
+    memo: dict[str, set[str]] = {}
+
+    def upstream(tensor: str) -> set[str]:
+        if tensor not in memo:
+            node = producers.get(tensor)
+            found: set[str] = set()
+            for i in node.input if node is not None else []:
+                if i in compared:
+                    found.add(i)
+                elif i in producers:
+                    found |= upstream(i)
+            memo[tensor] = found
+        return memo[tensor]
+
+    order = [t.name for t in model.tensors]
+    return {t: sorted(upstream(t), key=order.index) for t in order if t in compared}
 
 
 def _toolkit_version() -> str:

@@ -98,3 +98,114 @@ def per_layer_figure(
         height=420,
     )
     return fig
+
+
+def heatmap_figure(result: Divergence, metric: str = "sqnr_db", backend: str = "simulator") -> go.Figure:
+    """Layer x sample heatmap of ``metric``: a bad sample shows as a column, a bad layer as a row."""
+    rows = result.table[(result.table.backend == backend) & (result.table.status == "compared")]
+    grid = rows.pivot_table(index=["index", "layer"], columns="sample", values=metric).sort_index()
+    layers = [layer for _, layer in grid.index]
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.values,
+            x=[f"sample {s}" for s in grid.columns],
+            y=layers,
+            colorscale="RdYlGn",
+            colorbar={"title": _LABEL.get(metric, metric)},
+            hovertemplate="%{y}<br>%{x}<br>" + metric + " %{z:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"{_LABEL.get(metric, metric)} per layer and sample ({backend} vs float)",
+        yaxis={"autorange": "reversed", "showticklabels": len(layers) <= 60},
+        height=max(400, min(1200, 12 * len(layers))),
+        template="plotly_white",
+    )
+    return fig
+
+
+def tensor_figure(reference, quantized, layer: str = "", max_points: int = 20000) -> go.Figure:
+    """Float vs quantized values of one tensor: scatter (on the diagonal when equal) and
+    the two histograms, from arrays of the same size."""
+    import numpy as np
+    from plotly.subplots import make_subplots
+
+    ref = np.asarray(reference, np.float64).ravel()
+    tst = np.asarray(quantized, np.float64).ravel()
+    if ref.size != tst.size:
+        raise ValueError(f"{layer}: float has {ref.size} values, quantized {tst.size}.")
+    pick = np.random.default_rng(0).choice(ref.size, min(max_points, ref.size), replace=False)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("quantized vs float", "value histograms"))
+    fig.add_trace(
+        go.Scattergl(
+            x=ref[pick], y=tst[pick], mode="markers", marker={"size": 3, "opacity": 0.4}, name="values"
+        ),
+        1,
+        1,
+    )
+    lo, hi = float(min(ref.min(), tst.min())), float(max(ref.max(), tst.max()))
+    fig.add_trace(
+        go.Scatter(
+            x=[lo, hi], y=[lo, hi], mode="lines", line={"dash": "dash", "color": "grey"}, name="equal"
+        ),
+        1,
+        1,
+    )
+    fig.add_trace(go.Histogram(x=ref[pick], name="float", opacity=0.6, nbinsx=100), 1, 2)
+    fig.add_trace(go.Histogram(x=tst[pick], name="quantized", opacity=0.6, nbinsx=100), 1, 2)
+    fig.update_layout(
+        title=f"Tensor comparison: {layer}", barmode="overlay", template="plotly_white", height=420
+    )
+    fig.update_xaxes(title_text="float", row=1, col=1)
+    fig.update_yaxes(title_text="quantized", row=1, col=1)
+    return fig
+
+
+def compare_figure(
+    a: Divergence, b: Divergence, labels: tuple[str, str] = ("run A", "run B"), metric: str = "sqnr_db"
+) -> go.Figure:
+    """Two runs' per-layer ``metric`` along the graph, and the change between them."""
+    both = a.compare(b)
+    fig = go.Figure()
+    for suffix, label in zip(("_a", "_b"), labels):
+        fig.add_trace(
+            go.Scatter(
+                x=both["index"],
+                y=both[f"{metric}_mean{suffix}"],
+                mode="lines+markers",
+                name=label,
+                customdata=both["layer"],
+                hovertext=both["layer"],
+                hoverinfo="text+y",
+            )
+        )
+    fig.update_layout(
+        title=f"Per-layer {_LABEL[metric]}: {labels[0]} vs {labels[1]}",
+        xaxis_title="layer (topological order)",
+        yaxis_title=_LABEL[metric],
+        template="plotly_white",
+        height=420,
+        hovermode="closest",
+    )
+    return fig
+
+
+def divergence_overlay(
+    model, result: Divergence, metric: str = "sqnr_db", backend: str = "simulator"
+) -> go.Figure:
+    """The graph overlay (viz.graph) with each node coloured by its output's mean ``metric``."""
+    from workbench.viz.graph import graph_figure
+
+    summary = result.summary(backend)
+    by_tensor = dict(zip(summary.layer, summary[f"{metric}_mean"]))
+    values = {}
+    for node in model.proto.graph.node:
+        for out in node.output:
+            if out in by_tensor:
+                values[node.name] = float(by_tensor[out])
+    return graph_figure(
+        model,
+        values,
+        value_label=_LABEL[metric],
+        title=f"{_LABEL[metric]} per node ({backend} vs float); grey: fused, no own tensor",
+    )
