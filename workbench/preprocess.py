@@ -63,8 +63,9 @@ class Preprocess:
 
 
 def channel_axis(shape: Sequence[int]) -> int:
-    """Channel axis of a 4-D image input: 3 for NHWC (last axis 1-4, axis 1 larger), else 1."""
-    if len(shape) == 4 and shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+    """Channel axis of a 4-D input: 3 for NHWC (last axis 1, 3 or 4 and both spatial axes
+    larger than 4, e.g. 1x224x224x3), else 1 (NCHW, also for 1x8x1x1 feature inputs)."""
+    if len(shape) == 4 and shape[3] in (1, 3, 4) and shape[1] > 4 and shape[2] > 4:
         return 3
     return 1
 

@@ -1,7 +1,8 @@
 """Tiny models built in code, for fast tests and first experiments.
 
-Each builder returns a checked ``onnx.ModelProto`` with one fixed 1x3x32x32 float input named
-``x``, one output ``y`` and deterministic weights, so results are reproducible across runs.
+Each builder returns a checked ``onnx.ModelProto`` with a fixed 1x3x32x32 float input named
+``x`` (``two_inputs`` adds a second, non-image input), one output ``y`` and deterministic
+weights, so results are reproducible across runs.
 """
 
 from __future__ import annotations
@@ -120,6 +121,35 @@ def toolkit_rejects() -> onnx.ModelProto:
     return _model(nodes, ["selected", 3], i1 + i2 + consts, "toolkit_rejects")
 
 
+def two_inputs() -> onnx.ModelProto:
+    """An image input ``x`` (1x3x32x32) and a non-image input ``aux`` (1x8x1x1, fed as .npy):
+    conv features pooled to 8 values, added to ``aux``, then a 1x1 conv head."""
+    rng = np.random.default_rng(5)
+    c1, i1 = _conv("conv1", "x", "conv1_out", 3, 8, rng)
+    head, ih = _conv("head", "mixed", "y", 8, 4, rng, k=1)
+    nodes = [
+        c1,
+        helper.make_node("Relu", ["conv1_out"], ["relu1_out"], name="relu1"),
+        helper.make_node("GlobalAveragePool", ["relu1_out"], ["pooled"], name="pool"),
+        helper.make_node("Add", ["pooled", "aux"], ["mixed"], name="add_aux"),
+        head,
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two_inputs",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, list(INPUT_SHAPE)),
+            helper.make_tensor_value_info("aux", TensorProto.FLOAT, [1, 8, 1, 1]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 1, 1])],
+        i1 + ih,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 #: Every synthetic model by name.
 SYNTHETIC: dict[str, Callable[[], onnx.ModelProto]] = {
     "conv-relu-sigmoid": conv_relu_sigmoid,
@@ -127,4 +157,5 @@ SYNTHETIC: dict[str, Callable[[], onnx.ModelProto]] = {
     "concat-resize": concat_resize,
     "cpu-fallback": cpu_fallback,
     "toolkit-rejects": toolkit_rejects,
+    "two-inputs": two_inputs,
 }

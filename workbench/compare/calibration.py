@@ -97,7 +97,7 @@ def toolkit_quant_params(model, config, calibration, workdir: str | Path | None 
         result, _ = session.call(
             "quant_params",
             model_path=str(model.save(session.workdir / "model.onnx")),
-            config=config.toolkit_kwargs(list(model.inputs)),
+            config=config.toolkit_kwargs(model.inputs),
             dataset=str(calibration.write_list(session.workdir / "dataset.txt")),
         )
         cfg = yaml.safe_load(Path(result["cfg"]).read_text())

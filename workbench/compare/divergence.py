@@ -77,8 +77,9 @@ class Divergence:
         """Label each compared layer: where error is made vs where it is only inherited.
 
         - "origin": the layer's own error is bad: the toolkit's single-layer cosine is
-          below ``single_cos`` (snapshot mode), or its SQNR is below ``threshold_db`` and
-          more than ``drop_db`` below the worst compared layer feeding it;
+          below ``single_cos`` (snapshot mode), or its SQNR is below ``threshold_db`` while
+          the worst compared layer feeding it was above (it crosses the line here), or
+          more than ``drop_db`` above it;
         - "inherited": below ``threshold_db`` only because its inputs already were;
         - "ok".
         """
@@ -91,7 +92,8 @@ class Divergence:
             entering = min(ups) if ups else MAX_SQNR_DB
             upstream.append(entering)
             single_bad = not pd.isna(r.single_cos_mean) and r.single_cos_mean < single_cos
-            if single_bad or (r.sqnr_db_mean < threshold_db and entering - r.sqnr_db_mean > drop_db):
+            below = r.sqnr_db_mean < threshold_db
+            if single_bad or (below and (entering >= threshold_db or entering - r.sqnr_db_mean > drop_db)):
                 verdicts.append("origin")
             elif r.sqnr_db_mean < threshold_db:
                 verdicts.append("inherited")
@@ -184,7 +186,9 @@ def layer_rows(
             "rknn_op": None,
             "sample": sample,
             "backend": backend,
-            "status": "fused",
+            # no quantized counterpart: a graph input that was fed, not computed, or a
+            # tensor fused inside an RKNN layer
+            "status": "fused" if t.producer else "input",
             **dict.fromkeys(METRICS, np.nan),
             "flag": "",
             "toolkit_entire_cos": np.nan,

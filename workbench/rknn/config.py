@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from workbench.errors import WorkbenchError
@@ -101,9 +101,9 @@ class BuildConfig:
                         f"(shape {list(shape)}): give one value per channel."
                     )
 
-    def toolkit_kwargs(self, input_names: list[str]) -> dict:
-        """Keyword arguments for ``rknn.config()`` for a model with these inputs."""
-        pre = [self.preprocess.get(name, Preprocess()) for name in input_names]
+    def toolkit_kwargs(self, inputs: Mapping[str, Sequence[int]]) -> dict:
+        """Keyword arguments for ``rknn.config()`` for a model with these inputs (name -> shape)."""
+        pre = [self.preprocess.get(name, Preprocess()) for name in inputs]
         kwargs = {
             "target_platform": self.target_platform,
             "quantized_dtype": self.quantized_dtype,
@@ -114,8 +114,10 @@ class BuildConfig:
             "quant_img_RGB2BGR": any(p.rgb2bgr for p in pre),
         }
         if any(p.mean is not None or p.std is not None for p in pre):
-            kwargs["mean_values"] = [list(p.mean) if p.mean else [0.0] for p in pre]
-            kwargs["std_values"] = [list(p.std) if p.std else [1.0] for p in pre]
+            # The toolkit wants a full per-channel list for every input once any has one.
+            channels = [_channels(shape) for shape in inputs.values()]
+            kwargs["mean_values"] = [_per_channel(p.mean, c, 0.0) for p, c in zip(pre, channels)]
+            kwargs["std_values"] = [_per_channel(p.std, c, 1.0) for p, c in zip(pre, channels)]
         return kwargs
 
     def to_dict(self) -> dict:
@@ -136,6 +138,20 @@ class BuildConfig:
 
 class ConfigError(WorkbenchError):
     """A BuildConfig that the toolkit would refuse (or that does not fit the model)."""
+
+
+def _channels(shape: Sequence[int]) -> int:
+    from workbench.preprocess import channel_axis
+
+    if len(shape) == 4:
+        return int(shape[channel_axis(shape)])
+    return int(shape[1]) if len(shape) > 1 else 1
+
+
+def _per_channel(values, channels: int, default: float) -> list[float]:
+    if values is None:
+        return [default] * channels
+    return list(values) * channels if len(values) == 1 else list(values)
 
 
 def _one_of(name: str, value, allowed) -> None:

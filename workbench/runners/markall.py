@@ -43,7 +43,7 @@ class MarkAllRunner:
         self.workdir = self.session.workdir
         dataset = calibration.write_list(self.workdir / "dataset.txt")
         build = {
-            "config": config.toolkit_kwargs(list(model.inputs)),
+            "config": config.toolkit_kwargs(model.inputs),
             "dataset": str(dataset) if config.do_quantization else None,
             "do_quantization": config.do_quantization,
         }

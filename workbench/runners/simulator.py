@@ -44,7 +44,7 @@ class SimulatorRunner:
         _, self.build_log = self.session.call(
             "build",
             model_path=str(model_path),
-            config=config.toolkit_kwargs(list(model.inputs)),
+            config=config.toolkit_kwargs(model.inputs),
             dataset=str(dataset) if config.do_quantization else None,
             do_quantization=config.do_quantization,
         )

@@ -100,7 +100,7 @@ def compile_check(
             _, log = session.call(
                 "build",
                 model_path=str(path),
-                config={**config.toolkit_kwargs(list(model.inputs)), "target_platform": platform},
+                config={**config.toolkit_kwargs(model.inputs), "target_platform": platform},
                 dataset=str(dataset) if quantize else None,
                 do_quantization=quantize,
             )
