@@ -12,7 +12,13 @@ from workbench.rknn.config import BuildConfig
 def tiny_run(tiny_models, small_set) -> Divergence:
     config = BuildConfig(preprocess={"x": Preprocess((127.5,) * 3, (64.0,) * 3)})
     return compute_divergence(
-        tiny_models["conv-relu-sigmoid"], config, small_set, small_set.head(2), progress=False
+        tiny_models["conv-relu-sigmoid"],
+        config,
+        small_set,
+        small_set.head(2),
+        mode="snapshot",
+        cache=False,
+        progress=False,
     )
 
 

@@ -46,3 +46,13 @@ def test_constant_reference_flagged_not_nan(ref, flag):
 
 def test_size_mismatch_flagged():
     assert tensor_metrics(np.ones(4), np.ones(5))["flag"] == "size-mismatch"
+
+
+def test_hand_computed_values():
+    ref, test = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 5.0])
+    m = tensor_metrics(ref, test)
+    assert m["cosine"] == pytest.approx(34 / math.sqrt(30 * 39))
+    assert m["sqnr_db"] == pytest.approx(10 * math.log10(7.5 / 0.25))  # mean square 7.5, noise 0.25
+    assert m["nmse"] == pytest.approx(0.25 / 7.5)
+    assert m["max_abs"] == 1.0
+    assert m["rel_p99"] == pytest.approx(0.97 / 4)  # 99th percentile of |err| = [0, 0, 0, 1]

@@ -8,9 +8,13 @@ into a neighbour and are reported as such, never dropped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-_SUFFIXES = ("__float16", "_float16", "_int8", "_int16", "-rs", "_rs", "_conv", "_tp")
+_SUFFIXES = ("__float16", "_float16", "_int8", "_int16", "-rs", "_rs", "_conv", "_tp", "_sw")
+#: Suffixes the toolkit gives the pieces of an op it decomposes ("GlobalAveragePool@0_2conv1",
+#: "/model.22/Div_1_2mul", "/model.22/Slice_2sp"): these stand for an ONNX node, not a tensor.
+_NODE_SUFFIX = re.compile(r"(_2[A-Za-z]+\d*|sp\d*)$")
 
 
 def base_name(layer: str, known: set[str]) -> str | None:
@@ -36,3 +40,23 @@ def align(layers: Iterable[str], onnx_tensors: Iterable[str]) -> dict[str, str]:
         if target is not None and (target not in out or layer == target):
             out[target] = layer
     return out
+
+
+def origin(layer: str, tensors: set[str], nodes: set[str]) -> tuple[str, str] | None:
+    """What a toolkit layer stands for: ("tensor", onnx tensor) or ("node", onnx node) for
+    the pieces of a decomposed node; None if neither can be found."""
+    tensor = base_name(layer, tensors)
+    if tensor is not None:
+        return ("tensor", tensor)
+    name = layer
+    for _ in range(4):
+        if name in nodes:
+            return ("node", name)
+        stripped = _NODE_SUFFIX.sub("", name)
+        for suffix in _SUFFIXES:
+            if stripped.endswith(suffix):
+                stripped = stripped[: -len(suffix)]
+        if stripped == name:
+            return None
+        name = stripped
+    return None
