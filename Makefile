@@ -33,6 +33,7 @@ lab: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_float_capture.py
 	$(BIN)/python benchmarks/bench_support.py
+	$(BIN)/python benchmarks/bench_divergence.py
 
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks datasets
