@@ -114,7 +114,9 @@ def _demo(args: argparse.Namespace) -> int:
     report = write_report(result, run / "report.html")
     print(f"\nreport: {report.resolve()}")
     print("five worst layers (float vs simulator, mean over samples):")
-    worst = result.worst(5)[["layer", "op_type", "sqnr_db_mean", "cosine_mean"]]
+    worst = result.first_divergence().nsmallest(5, "sqnr_db_mean")[
+        ["layer", "op_type", "sqnr_db_mean", "cosine_mean", "verdict"]
+    ]
     print(worst.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 

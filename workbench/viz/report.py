@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from workbench.compare.divergence import Divergence
-from workbench.viz.plots import per_layer_figure
+from workbench.viz.plots import heatmap_figure, per_layer_figure
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -23,9 +23,23 @@ def write_report(result: Divergence, path: str | Path, worst: int = 10) -> Path:
     path = Path(path)
     meta = result.meta
     model = meta.get("model", {})
-    figures = [per_layer_figure(result, "sqnr_db"), per_layer_figure(result, "cosine")]
+    figures = [
+        per_layer_figure(result, "sqnr_db"),
+        per_layer_figure(result, "cosine"),
+        heatmap_figure(result),
+    ]
     plots = "".join(fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures))
-    worst_table = result.worst(worst).to_html(index=False, float_format=lambda v: f"{v:.4f}")
+    verdicts = result.first_divergence()
+    worst_table = verdicts.nsmallest(worst, "sqnr_db_mean")[
+        ["layer", "op_type", "rknn_layer", "sqnr_db_mean", "sqnr_db_worst", "cosine_mean", "verdict"]
+    ].to_html(index=False, float_format=lambda v: f"{v:.4f}")
+    origins = verdicts[verdicts.verdict == "origin"]
+    origin_text = (
+        "Error first appears at: "
+        + ", ".join(html.escape(f"{r.layer} ({r.op_type})") for r in origins.itertuples())
+        if len(origins)
+        else "No layer falls below 20 dB: no divergence origin."
+    )
     counts = result.table.drop_duplicates("layer").status.value_counts().to_dict()
     name = html.escape(model.get("name", ""))
     version = html.escape(str(meta.get("toolkit_version")))
@@ -33,11 +47,13 @@ def write_report(result: Divergence, path: str | Path, worst: int = 10) -> Path:
     body = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>rknn-workbench report: {name}</title><style>{_STYLE}</style></head>
 <body><h1>Per-layer divergence: {name}</h1>
-<p>Float ONNX (onnxruntime) vs quantized RKNN on the rknn-toolkit2 {version} simulator,
+<p>Float ONNX (onnxruntime) vs quantized RKNN on the rknn-toolkit2 {version} simulator
+({html.escape(str(meta.get("mode", "snapshot")))} mode),
 {len(meta.get("samples", []))} sample(s), created {html.escape(str(meta.get("created")))}.
 Layers compared: {counts.get("compared", 0)}; fused into a neighbour (no RKNN tensor):
 {counts.get("fused", 0)}.</p>
-<h2>Worst layers (lowest mean SQNR)</h2>{worst_table}
+<h2>Worst layers (lowest mean SQNR)</h2><p>{origin_text} ("origin": the layer makes
+the error itself; "inherited": its inputs were already bad.)</p>{worst_table}
 <h2>Along the graph</h2>{plots}
 <h2>Model</h2><pre>{html.escape(json.dumps(model_facts, indent=1))}</pre>
 <h2>Conversion settings</h2><pre>{html.escape(json.dumps(meta.get("config"), indent=1))}</pre>
