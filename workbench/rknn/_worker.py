@@ -7,9 +7,11 @@ process dies alone and the parent reports it; the Jupyter kernel lives on.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sys
+import threading
 import traceback
 
 
@@ -23,6 +25,18 @@ def _check(ret, what: str) -> None:
         raise RuntimeError(f"{what} returned {ret}")
 
 
+def _sweep_debug_models(stop: threading.Event) -> None:
+    """Delete the check*.onnx graph copies a verbose build writes into the current folder
+    (one model-sized file per optimisation pass, never read back): they would multiply
+    the disk a build needs."""
+    while not stop.wait(0.05):
+        for path in glob.glob("check*_*.onnx"):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
 def build(
     state: _State,
     model_path: str,
@@ -30,12 +44,13 @@ def build(
     dataset: str | None,
     do_quantization: bool,
     rknn_path: str | None = None,
+    verbose: bool = True,
 ) -> dict:
     from rknn.api import RKNN
 
     if state.rknn is not None:
         state.rknn.release()
-    state.rknn = RKNN(verbose=True)
+    state.rknn = RKNN(verbose=verbose)
     state.runtime_ready = False
     _check(state.rknn.config(**config), "rknn.config()")
     _check(state.rknn.load_onnx(model=model_path), "rknn.load_onnx()")
@@ -73,8 +88,6 @@ def inference(state: _State, inputs: list[str], output_path: str) -> dict:
 def quant_params(state: _State, model_path: str, config: dict, dataset: str) -> dict:
     """The quantization parameters the toolkit chooses: hybrid_quantization_step1 writes
     them as <model>.quantization.cfg (YAML) into the current directory."""
-    import glob
-
     from rknn.api import RKNN
 
     rknn = RKNN(verbose=True)
@@ -101,6 +114,8 @@ HANDLERS = {
 def main() -> None:
     reply = os.fdopen(int(sys.argv[1]), "w", buffering=1)
     state = _State()
+    stop = threading.Event()
+    threading.Thread(target=_sweep_debug_models, args=(stop,), daemon=True).start()
     for line in sys.stdin:
         request = json.loads(line)
         try:

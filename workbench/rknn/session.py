@@ -11,6 +11,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ class ToolkitSession:
     """
 
     def __init__(self, workdir: str | Path | None = None, timeout: float | None = None):
+        self._owns_workdir = workdir is None  # a temporary folder is removed on close
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rknn-wb-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
@@ -99,6 +101,8 @@ class ToolkitSession:
                 self._proc.kill()
                 self._proc.wait()
         self._replies.close()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> ToolkitSession:
         return self

@@ -47,14 +47,16 @@ class MarkAllRunner:
             "dataset": str(dataset) if config.do_quantization else None,
             "do_quantization": config.do_quantization,
         }
-        _, log = self.session.call("build", model_path=str(model.save(self.workdir / "model.onnx")), **build)
+        path = model.save(self.workdir / "model.onnx")
+        _, log = self.session.call("build", model_path=str(path), **build)
+        path.unlink()  # built: the toolkit holds its own copy
         self.boundaries = boundary_tensors(model, parse_feature_tensors(log))
         known = {t.name: t for t in model.tensors}
         self.output_names = [*model.outputs, *[b for b in self.boundaries if b not in model.outputs]]
-        marked = OnnxModel(_with_outputs(model, self.output_names, known))
-        _, self.build_log = self.session.call(
-            "build", model_path=str(marked.save(self.workdir / "marked.onnx")), **build
-        )
+        marked = OnnxModel(_with_outputs(model, self.output_names, known)).save(self.workdir / "marked.onnx")
+        # Quiet build: the tables were read from the first one.
+        _, self.build_log = self.session.call("build", model_path=str(marked), verbose=False, **build)
+        marked.unlink()
 
     def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
         """Boundary tensors (ONNX names) of one sample, dequantized to float32."""
