@@ -29,3 +29,44 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "no saved divergence run" in capsys.readouterr().err
     assert main(["demo", "--model", "nope"]) == 2
     assert "Known models" in capsys.readouterr().err
+
+
+@pytest.mark.toolkit
+def test_diverge_saves_a_run_and_prints_json(tiny_models, small_set, tmp_path, capsys, monkeypatch):
+    import json
+
+    from workbench.compare.divergence import Divergence
+
+    monkeypatch.setenv("RKNN_WORKBENCH_CACHE", str(tmp_path / "cache"))
+    model = tiny_models["conv-relu-sigmoid"].save(tmp_path / "m.onnx")
+    args = [
+        "diverge",
+        str(model),
+        "--dataset",
+        str(small_set.source),
+        "--samples",
+        "1",
+        "--mean",
+        "127.5,127.5,127.5",
+        "--std",
+        "64,64,64",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["run"] == str(tmp_path / "run") and data["meta"]["mode"] == "mark-all"
+    assert {r["layer"] for r in data["summary"]} >= {"relu1_out", "y"}
+    assert len(Divergence.load(tmp_path / "run").table) == 5
+    assert main(args) == 0
+    assert "verdict" in capsys.readouterr().out
+
+
+def test_diverge_bad_input(tmp_path, capsys, tiny_models):
+    model = tiny_models["conv-relu-sigmoid"].save(tmp_path / "m.onnx")
+    assert main(["diverge", str(model), "--mean", "1,x,3"]) == 2
+    assert "numbers separated by commas" in capsys.readouterr().err
+    assert main(["diverge", str(model), "--dataset", str(tmp_path / "none.txt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["diverge", str(model), "--input-shape", "x1,3,32,32"]) == 2
+    assert "NAME:D,D" in capsys.readouterr().err

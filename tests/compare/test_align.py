@@ -17,3 +17,15 @@ def test_exact_name_wins_over_suffixed():
 
 def test_suffixed_layer_used_when_no_exact_one():
     assert align(["c_int8"], ["c"]) == {"c": "c_int8"}
+
+
+def test_origin_classifies_every_kind_of_toolkit_layer():
+    from workbench.compare.align import origin
+
+    tensors, nodes = {"logits", "pool_out"}, {"GlobalAveragePool@0"}
+    assert origin("logits_int8", tensors, nodes) == ("tensor", "logits")
+    assert origin("logits-rs_sw", tensors, nodes) == ("derived", "logits")  # a fused op after it
+    assert origin("logits_rs_sw__float16", tensors, nodes) == ("derived", "logits")
+    assert origin("GlobalAveragePool@0_2conv1", tensors, nodes) == ("node", "GlobalAveragePool@0")
+    assert origin("made_up", tensors, nodes) is None
+    assert align(["logits-rs_sw"], tensors) == {}  # a derived layer never stands for the tensor

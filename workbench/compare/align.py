@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-_SUFFIXES = ("__float16", "_float16", "_int8", "_int16", "-rs", "_rs", "_conv", "_tp", "_sw")
+_SUFFIXES = ("__float16", "_float16", "_int8", "_int16", "-rs", "_rs", "_conv", "_tp")
+#: Layers the toolkit derives from a tensor with a layout swap ("linear_1.tmp_1-rs_sw" is
+#: the Softmax it fused after that tensor): related to the tensor, but not its value.
+_DERIVED_SUFFIXES = ("_sw",)
 #: Suffixes the toolkit gives the pieces of an op it decomposes ("GlobalAveragePool@0_2conv1",
 #: "/model.22/Div_1_2mul", "/model.22/Slice_2sp"): these stand for an ONNX node, not a tensor.
 _NODE_SUFFIX = re.compile(r"(_2[A-Za-z]+\d*|sp\d*)$")
@@ -43,11 +46,18 @@ def align(layers: Iterable[str], onnx_tensors: Iterable[str]) -> dict[str, str]:
 
 
 def origin(layer: str, tensors: set[str], nodes: set[str]) -> tuple[str, str] | None:
-    """What a toolkit layer stands for: ("tensor", onnx tensor) or ("node", onnx node) for
-    the pieces of a decomposed node; None if neither can be found."""
-    tensor = base_name(layer, tensors)
-    if tensor is not None:
-        return ("tensor", tensor)
+    """What a toolkit layer stands for: ("tensor", t) when it holds ONNX tensor t's value,
+    ("derived", t) for a layer built around t (a layout swap), ("node", n) for a piece of
+    a node the toolkit decomposed; None if nothing is found."""
+    name, derived = layer, False
+    while True:
+        if name in tensors:
+            return ("derived" if derived else "tensor", name)
+        suffix = next((x for x in (*_SUFFIXES, *_DERIVED_SUFFIXES) if name.endswith(x)), None)
+        if suffix is None:
+            break
+        derived = derived or suffix in _DERIVED_SUFFIXES
+        name = name[: -len(suffix)]
     name = layer
     for _ in range(4):
         if name in nodes:

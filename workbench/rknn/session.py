@@ -50,6 +50,8 @@ class ToolkitSession:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
         self.log_path = self.workdir / "toolkit.log"
+        scratch = self.workdir / "tmp"
+        scratch.mkdir(exist_ok=True)
         read_fd, write_fd = os.pipe()
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
@@ -59,7 +61,8 @@ class ToolkitSession:
                 stderr=subprocess.STDOUT,
                 pass_fds=(write_fd,),
                 cwd=self.workdir,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # The toolkit's own temporary files land in the workdir too, and go with it.
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch)},
                 text=True,
             )
         os.close(write_fd)
