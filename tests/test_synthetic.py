@@ -27,8 +27,10 @@ def _placement(model, tmp_path) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", list(SYNTHETIC))
 def test_runs_on_onnxruntime(tiny_models, name):
-    session = ort.InferenceSession(tiny_models[name].to_bytes(), providers=["CPUExecutionProvider"])
-    (y,) = session.run(None, {"x": np.ones(INPUT_SHAPE, np.float32)})
+    model = tiny_models[name]
+    session = ort.InferenceSession(model.to_bytes(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {n: np.ones(shape, np.float32) for n, shape in model.inputs.items()})
+    assert model.inputs["x"] == INPUT_SHAPE
     assert np.isfinite(y).all()
 
 
