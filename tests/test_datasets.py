@@ -1,5 +1,6 @@
 import hashlib
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,20 @@ def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setitem(datasets.ZOO, "gone", entry)
     with pytest.raises(ZooError, match="(?s)Could not download.*put the verified file at"):
         fetch_model("gone")
+
+
+def test_paths_with_spaces_are_linked_for_the_toolkit(tmp_path):
+    folder = tmp_path / "My Photos"
+    folder.mkdir()
+    (folder / "cat 1.jpg").write_bytes(b"x")
+    written = CalibrationSet([(folder / "cat 1.jpg",)]).write_list(tmp_path / "list" / "dataset.txt")
+    line = written.read_text().strip()
+    assert " " not in line and Path(line).resolve() == (folder / "cat 1.jpg").resolve()
+
+
+def test_binary_file_as_list_and_negative_head(tmp_path):
+    (tmp_path / "img.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\xff\xfe")
+    with pytest.raises(DatasetError, match="not a text dataset list"):
+        CalibrationSet.from_list(tmp_path / "img.jpg")
+    with pytest.raises(DatasetError, match="-1 samples"):
+        default_calibration_set().head(-1)

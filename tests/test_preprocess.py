@@ -74,6 +74,9 @@ def test_mean_length_must_fit_channels(photo):
         load_sample(photo[0], (1, 3, 8, 8), Preprocess(mean=(1, 2)))
 
 
-def test_zero_std_refused():
-    with pytest.raises(ValueError, match="std"):
+def test_zero_std_and_non_numbers_refused():
+    with pytest.raises(DatasetError, match="std"):
         Preprocess(std=(1, 0, 1))
+    with pytest.raises(DatasetError, match="mean"):
+        Preprocess(mean=("a", 1, 2))
+    assert Preprocess(mean=127.5).mean == (127.5,)

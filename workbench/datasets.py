@@ -53,8 +53,15 @@ class CalibrationSet:
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"Dataset list {str(path)!r} does not exist.")
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise DatasetError(
+                f"{str(path)!r} is not a text dataset list (one sample per line). Pass the list "
+                "file, or use CalibrationSet.from_folder() for a folder of images."
+            ) from None
         rows, lines = [], []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
@@ -95,14 +102,35 @@ class CalibrationSet:
 
     def head(self, n: int) -> CalibrationSet:
         """The first ``n`` samples."""
+        if n < 0:
+            raise DatasetError(f"Cannot take {n} samples: give a count of 0 or more.")
         return CalibrationSet(self.rows[:n], self.source, self.lines[:n] if self.lines else None)
 
     def write_list(self, path: str | Path) -> Path:
-        """Write a dataset.txt with absolute paths, for the toolkit to read from anywhere."""
+        """Write a dataset.txt with absolute paths, for the toolkit to read from anywhere.
+
+        The toolkit splits rows on spaces, so a file whose path holds whitespace is linked
+        under a safe name in ``<list folder>/linked/``.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(" ".join(str(p) for p in row) + "\n" for row in self.rows))
+        lines = []
+        for i, row in enumerate(self.rows):
+            lines.append(
+                " ".join(str(self._safe(p, path.parent / "linked", f"{i}_{j}")) for j, p in enumerate(row))
+            )
+        path.write_text("".join(line + "\n" for line in lines))
         return path
+
+    @staticmethod
+    def _safe(file: Path, folder: Path, stem: str) -> Path:
+        if not any(c.isspace() for c in str(file)):
+            return file
+        folder.mkdir(exist_ok=True)
+        link = folder / f"{stem}{file.suffix}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(file)
+        return link
 
     def samples(
         self,

@@ -145,7 +145,7 @@ class OnnxModel:
         return self._tensors
 
     def tensor(self, name: str) -> TensorInfo:
-        """The TensorInfo of one tensor; raises KeyError naming close matches."""
+        """The TensorInfo of one tensor; KeyError if the model has none of that name."""
         for t in self.tensors:
             if t.name == name:
                 return t

@@ -39,10 +39,15 @@ class Preprocess:
     def __post_init__(self) -> None:
         for field in ("mean", "std"):
             value = getattr(self, field)
-            if value is not None:
-                object.__setattr__(self, field, tuple(float(v) for v in value))
+            if value is None:
+                continue
+            try:
+                values = tuple(float(v) for v in (value if hasattr(value, "__iter__") else [value]))
+            except (TypeError, ValueError):
+                raise DatasetError(f"{field} {value!r}: give numbers, one per channel.") from None
+            object.__setattr__(self, field, values)
         if self.std is not None and any(v == 0 for v in self.std):
-            raise ValueError(f"std {self.std} contains 0: the division would blow up.")
+            raise DatasetError(f"std {self.std} contains 0: every channel would divide by zero.")
 
     def normalise(self, x: np.ndarray, channel_axis: int) -> np.ndarray:
         """``(x - mean) / std`` along ``channel_axis``, as float32."""

@@ -82,3 +82,28 @@ def test_failed_save_keeps_the_earlier_run(tiny_run, tmp_path, monkeypatch):
 def test_loading_a_folder_without_a_run(tmp_path):
     with pytest.raises(WorkbenchError, match="no saved divergence run"):
         Divergence.load(tmp_path)
+
+
+def _tiny_result() -> Divergence:
+    table = pd.DataFrame([dict.fromkeys(COLUMNS, 0)], columns=list(COLUMNS))
+    return Divergence(table, {"model": {"name": "m"}})
+
+
+def test_save_refuses_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(WorkbenchError, match="not empty and holds no saved run"):
+        _tiny_result().save(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_resave_keeps_the_runs_other_files(tmp_path):
+    folder = _tiny_result().save(tmp_path / "run")
+    (folder / "report.html").write_text("<html>")
+    _tiny_result().save(folder)
+    assert (folder / "report.html").read_text() == "<html>"
+
+
+def test_a_save_stopped_between_the_two_renames_is_recovered(tmp_path):
+    folder = _tiny_result().save(tmp_path / "run")
+    folder.rename(tmp_path / ".run.old")  # what a stop between os.replace calls leaves
+    assert len(Divergence.load(tmp_path / "run").table) == 1

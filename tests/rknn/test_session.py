@@ -20,7 +20,7 @@ def test_rejected_model_quotes_the_toolkit(tiny_models, small_set, tmp_path):
         SimulatorRunner(tiny_models["toolkit-rejects"], BuildConfig(), small_set, workdir=tmp_path)
     message = str(err.value)
     assert "rknn-toolkit2 build failed" in message and "The toolkit said" in message
-    assert str(tmp_path / "toolkit.log") in message
+    assert str(tmp_path) in message and "toolkit.log" in message
 
 
 def test_crash_is_reported_and_caller_lives(tmp_path):

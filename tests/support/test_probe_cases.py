@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, numpy_helper
 
+from workbench.errors import WorkbenchError
 from workbench.support.probe_cases import (
     DEFAULT_OPSET,
     PROBE_INPUT_SHAPE,
@@ -87,7 +88,7 @@ def test_selection_by_op_name():
     assert {c.op for c in probe_cases(["Conv", "Relu"])} == {"Conv", "Relu"}
     assert probe_cases("Conv") == probe_cases(["Conv"])
     assert probe_cases(["GroupNormalization"]) == []  # unprobed, but known
-    with pytest.raises(ValueError, match="NoSuchOp"):
+    with pytest.raises(WorkbenchError, match="NoSuchOp"):
         probe_cases(["NoSuchOp"])
 
 

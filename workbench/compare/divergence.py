@@ -113,13 +113,26 @@ class Divergence:
         return both.sort_values("index", ignore_index=True)
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``divergence.parquet`` and ``meta.json`` into ``folder``, atomically."""
-        folder = Path(folder)
+        """Write ``divergence.parquet`` and ``meta.json`` into ``folder``, atomically.
+
+        The folder must be new, empty or an earlier run (whose other files, such as a
+        report, are kept); a failed or interrupted save leaves the earlier run whole.
+        """
+        folder = Path(folder).resolve()
+        _recover(folder)
+        if folder.exists() and any(folder.iterdir()) and not (folder / _TABLE).is_file():
+            raise WorkbenchError(
+                f"{str(folder)!r} is not empty and holds no saved run: save into a new or empty folder."
+            )
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            self.table.to_parquet(tmp / "divergence.parquet", index=False)
-            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
+            self.table.to_parquet(tmp / _TABLE, index=False)
+            (tmp / _META).write_text(json.dumps(self.meta, indent=2, default=str))
+            if folder.is_dir():
+                for extra in folder.iterdir():
+                    if extra.name not in (_TABLE, _META) and extra.is_file():
+                        shutil.copy2(extra, tmp / extra.name)
             _replace_dir(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -128,23 +141,38 @@ class Divergence:
     @classmethod
     def load(cls, folder: str | Path) -> Divergence:
         """Read a run folder written by :meth:`save`."""
-        folder = Path(folder)
-        table_path = folder / "divergence.parquet"
+        folder = Path(folder).resolve()
+        _recover(folder)
+        table_path = folder / _TABLE
         if not table_path.is_file():
             raise WorkbenchError(
                 f"{str(folder)!r} holds no saved divergence run (divergence.parquet missing)."
             )
-        meta_path = folder / "meta.json"
+        meta_path = folder / _META
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         return cls(pd.read_parquet(table_path), meta)
 
 
+_TABLE, _META = "divergence.parquet", "meta.json"
+
+
+def _old(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def _recover(target: Path) -> None:
+    """Put back a run that an interrupted save had moved aside."""
+    if not target.exists() and _old(target).is_dir():
+        os.replace(_old(target), target)
+
+
 def _replace_dir(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``; the old content stays whole until the new is in place."""
+    """Put ``new`` at ``target``; the old content stays whole (moved aside) until the new
+    one is in place, and :func:`_recover` restores it if we stop in between."""
     if not target.exists():
         os.replace(new, target)
         return
-    old = target.with_name(f".{target.name}.old")
+    old = _old(target)
     shutil.rmtree(old, ignore_errors=True)
     os.replace(target, old)
     os.replace(new, target)
@@ -197,6 +225,9 @@ def layer_rows(
         if layer is not None:
             ref = reference[t.name]
             test, layout = _like(quantized[layer], ref.shape)
+            if layout == "unaligned":  # same size, axis order unknown: no honest comparison
+                rows.append({**row, "status": "unaligned", "flag": f"shape {test.shape} vs {ref.shape}"})
+                continue
             row.update(tensor_metrics(ref, test))
             row["flag"] = ",".join(f for f in (row["flag"], layout) if f)
             row["status"] = "compared"
@@ -213,19 +244,23 @@ def _like(tensor: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
     """The backend tensor in the ONNX layout, and a flag saying what was done.
 
     The toolkit dumps some tensors in its own axis order (e.g. (4,16,1,2100) for an ONNX
-    (1,16,4,2100)); when exactly one axis permutation gives the ONNX shape, it is used.
+    (1,16,4,2100)); when exactly one axis permutation gives the ONNX shape, it is used (for
+    ambiguous square maps, NHWC -> NCHW); otherwise the layer is "unaligned", not compared.
     """
     if tensor.shape == shape:
         return tensor, ""
     if tensor.ndim == len(shape):
-        perms = {
+        perms = [
             p
             for p in itertools.permutations(range(tensor.ndim))
             if tuple(tensor.shape[i] for i in p) == shape
-        }
+        ]
         if len(perms) == 1:
-            return tensor.transpose(perms.pop()), "transposed"
-    return tensor.reshape(-1), "reshaped"
+            return tensor.transpose(perms[0]), "transposed"
+        if (0, 3, 1, 2) in perms:  # ambiguous (square maps): NHWC is the toolkit's other layout
+            return tensor.transpose(0, 3, 1, 2), "transposed"
+        return tensor, "unaligned"
+    return tensor.reshape(-1), "reshaped"  # flat text dumps and merged axes keep NCHW order
 
 
 def _nan(value) -> float:
@@ -322,6 +357,7 @@ def run_key(model, config, calibration, samples, mode: str) -> str:
     h.update(config.digest().encode())
     h.update(mode.encode())
     h.update(_toolkit_version().encode())
+    h.update(_version("rknn-workbench").encode())  # a fixed workbench must not reuse old results
     for group in (calibration, samples):
         h.update(b"|")
         for row in group.rows:
@@ -359,9 +395,13 @@ def compared_parents(model, compared: set[str]) -> dict[str, list[str]]:
 
 
 def _toolkit_version() -> str:
+    return _version("rknn-toolkit2")
+
+
+def _version(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("rknn-toolkit2")
+        return version(package)
     except PackageNotFoundError:
         return "unknown"

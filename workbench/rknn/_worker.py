@@ -30,7 +30,7 @@ def _sweep_debug_models(stop: threading.Event) -> None:
     (one model-sized file per optimisation pass, never read back): they would multiply
     the disk a build needs."""
     while not stop.wait(0.05):
-        for path in glob.glob("check*_*.onnx"):
+        for path in glob.glob("check[0-9]*_*.onnx"):
             try:
                 os.remove(path)
             except OSError:

@@ -45,9 +45,12 @@ class ToolkitSession:
     """
 
     def __init__(self, workdir: str | Path | None = None, timeout: float | None = None):
-        self._owns_workdir = workdir is None  # a temporary folder is removed on close
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rknn-wb-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        # The worker writes into its own folder (a new one inside ``workdir`` if given, kept
+        # for its log; a temporary one otherwise, removed on close), so no user file is touched.
+        self._owns_workdir = workdir is None
+        if workdir is not None:
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix="rknn-wb-", dir=workdir)).resolve()
         self.timeout = timeout
         self.log_path = self.workdir / "toolkit.log"
         scratch = self.workdir / "tmp"

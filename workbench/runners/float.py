@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from workbench.errors import DatasetError
+from workbench.errors import DatasetError, WorkbenchError
 from workbench.model import OnnxModel
 from workbench.preprocess import Preprocess, load_sample
 
@@ -43,7 +43,10 @@ class FloatRunner:
         wanted = list(keep) if keep is not None else [t.name for t in model.tensors if t.dtype]
         missing = [n for n in wanted if n not in known]
         if missing:
-            raise KeyError(f"Tensors {missing[:5]} are not in {model.name}.")
+            raise WorkbenchError(
+                f"keep names tensors {missing[:5]} that are not in {model.name}; see model.tensors "
+                "for the names."
+            )
         self.input_names = [n for n in wanted if n in model.inputs]
         self.output_names = [n for n in wanted if n not in model.inputs]
         options = ort.SessionOptions()

@@ -9,6 +9,7 @@ Accumulated error only (the toolkit's single-layer error needs the snapshot mode
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from workbench.compare.align import base_name
 from workbench.datasets import CalibrationSet
+from workbench.errors import ToolkitError
 from workbench.model import OnnxModel
 from workbench.preprocess import Preprocess, load_sample
 from workbench.rknn.buildlog import parse_feature_tensors
@@ -41,6 +43,13 @@ class MarkAllRunner:
         self.config = config
         self.session = ToolkitSession(workdir, timeout=timeout)
         self.workdir = self.session.workdir
+        try:
+            self._build(model, config, calibration)
+        except BaseException:  # a failed build must not leave a worker process behind
+            self.session.close()
+            raise
+
+    def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
         dataset = calibration.write_list(self.workdir / "dataset.txt")
         build = {
             "config": config.toolkit_kwargs(model.inputs),
@@ -66,11 +75,11 @@ class MarkAllRunner:
             files.append(self.workdir / f"input_{i}.npy")
             np.save(files[-1], raw)
         out = self.workdir / "outputs.npz"
-        result, log = self.session.call("inference", inputs=[str(f) for f in files], output_path=str(out))
+        result, _ = self.session.call("inference", inputs=[str(f) for f in files], output_path=str(out))
         with np.load(out) as data:
             arrays = [data[f"arr_{i}"] for i in range(result["count"])]
         out.unlink()
-        return _match_outputs(self.output_names, arrays, log, self.model)
+        return _match_outputs(self.output_names, arrays, self.build_log, self.model)
 
     def close(self) -> None:
         self.session.close()
@@ -90,20 +99,23 @@ def boundary_tensors(model: OnnxModel, feature_tensors: list[str]) -> list[str]:
     return [t.name for t in model.tensors if t.name in found]
 
 
-def _match_outputs(names: list[str], arrays: list[np.ndarray], log: str, model: OnnxModel) -> dict:
-    """Pair outputs with names. The toolkit silently drops outputs it constant-folded
-    (it names them in a warning), so the list can be shorter: match by name, then shape."""
-    if len(arrays) < len(names):
-        text = clean_log(log)
-        names = [n for n in names if f"'{n}'" not in text and f" {n} " not in text] or names
+def _match_outputs(names: list[str], arrays: list[np.ndarray], build_log: str, model: OnnxModel) -> dict:
+    """Pair outputs with names. The toolkit silently drops outputs it constant-folded and
+    names them in a warning of the build; those names are removed, then the counts must
+    agree (guessing by position or size could pair a tensor with another's name)."""
+    if len(arrays) != len(names):
+        warned = " ".join(line for line in clean_log(build_log).splitlines() if line.startswith("W "))
+        tokens = set(re.findall(r"[^\s'\",\[\]]+", warned))
+        names = [n for n in names if n not in tokens]
+    if len(arrays) != len(names):
+        raise ToolkitError(
+            f"rknn.inference() returned {len(arrays)} outputs for {len(names)} marked tensors and "
+            "the build log does not say which were dropped; use mode='snapshot' for this model."
+        )
     shapes = {t.name: t.shape for t in model.tensors}
-    out, k = {}, 0
-    for name in names:
-        if k >= len(arrays):
-            break
-        want = shapes.get(name)
-        if want is not None and arrays[k].size != int(np.prod(want)):
-            continue  # dropped by the toolkit: the next array belongs to a later name
-        out[name] = arrays[k].reshape(want) if want else arrays[k]
-        k += 1
-    return out
+    return {
+        name: array.reshape(shapes[name])
+        if shapes.get(name) and array.size == int(np.prod(shapes[name]))
+        else array
+        for name, array in zip(names, arrays)
+    }

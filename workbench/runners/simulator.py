@@ -39,6 +39,13 @@ class SimulatorRunner:
         self.model = model
         self.session = ToolkitSession(workdir, timeout=timeout)
         self.workdir = self.session.workdir
+        try:
+            self._build(model, config, calibration)
+        except BaseException:  # a failed build must not leave a worker process behind
+            self.session.close()
+            raise
+
+    def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
         model_path = model.save(self.workdir / "model.onnx")
         dataset = calibration.write_list(self.workdir / "dataset.txt")
         _, self.build_log = self.session.call(

@@ -82,9 +82,8 @@ class SupportMatrix:
                 score = 0 if name == "default" else len(parts)
                 if best is None or score > best[0]:
                     best = (score, name)
-        if best is None:
-            result = self.result(op, platform)
-            return ("default", result) if result else None
+        if best is None:  # no probed variant has these attributes: not probed
+            return None
         return best[1], self.variants(op, platform)[best[1]]
 
     def variants(self, op: str, platform: str) -> dict[str, ProbeResult]:

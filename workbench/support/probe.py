@@ -65,7 +65,10 @@ def probe(
         if getattr(local, "session", None) is None:
             local.session = ToolkitSession(timeout=300)
             sessions.append(local.session)
-        result, local.session = _probe_one(local.session, *task)
+        result, session = _probe_one(local.session, *task)
+        if session is not local.session:  # replaced after a rejection: close it at the end too
+            local.session = session
+            sessions.append(session)
         with lock, open(partial, "a") as f:
             f.write(json.dumps(result) + "\n")
 

@@ -73,7 +73,12 @@ def probe_cases(ops: Iterable[str] | None = None) -> list[ProbeCase]:
     if wanted is not None:
         unknown = wanted - {case.op for case in _REGISTRY} - set(UNPROBED)
         if unknown:
-            raise ValueError(f"No probe for {sorted(unknown)}; probed ops are those of PUBLISHED_OPS")
+            from workbench.errors import WorkbenchError
+
+            raise WorkbenchError(
+                f"No probe for {sorted(unknown)}: probes exist for the {len(PUBLISHED_OPS)} operators "
+                "of the toolkit's published list (ONNX op type names, e.g. Conv, Resize)."
+            )
     rank = {op: i for i, op in enumerate(PUBLISHED_OPS)}
     cases = [case for case in _REGISTRY if wanted is None or case.op in wanted]
     return sorted(cases, key=lambda case: rank.get(case.op, len(rank)))  # stable: variants keep order

@@ -83,9 +83,11 @@ def _verdict(node, platform: str, matrix: SupportMatrix, shapes, initializers) -
     matched = matrix.match(node.op_type, platform, node_tokens(node, shapes, initializers))
     variant, probed = matched if matched else ("", None)
     if probed is None:
+        tried = ", ".join(matrix.variants(node.op_type, platform)) or "none"
         return (
             "attention",
-            f"{node.op_type} was not probed with toolkit {matrix.toolkit_version}",
+            f"{node.op_type} with these attributes was not probed with toolkit "
+            f"{matrix.toolkit_version} (probed variants: {tried})",
             "run the compile check (check --compile) for the authoritative answer",
         )
     probe = node.op_type + (f" ({variant})" if variant != "default" else "")
@@ -96,8 +98,9 @@ def _verdict(node, platform: str, matrix: SupportMatrix, shapes, initializers) -
             f"replace {node.op_type} with supported operators, or {CUT_GRAPH}",
         )
     limit = _attribute_limits(node, shapes)
-    if limit and variant == "default":  # a probe of this very variant beats the documented limit
-        reason, fix = limit
+    probed_keys = {part.split("=")[0] for part in variant.split(",")}
+    if limit and limit[0] not in probed_keys:  # a probe of this very attribute beats the document
+        _, reason, fix = limit
         return (
             "attention",
             reason,
@@ -167,11 +170,13 @@ def _attr(node, name: str, default=None):
     return default
 
 
-def _attribute_limits(node, shapes) -> tuple[str, str] | None:
-    """Documented NPU limits (RKNN op-support list); None when the node is within them."""
+def _attribute_limits(node, shapes) -> tuple[str, str, str] | None:
+    """The first documented NPU limit (RKNN op-support list) the node breaks, as (attribute
+    key in the probe variants' vocabulary, reason, fix); None when it is within them."""
     ranks = [len(shapes[t]) for t in [*node.input, *node.output] if t and shapes.get(t)]
     if ranks and max(ranks) > 4:
         return (
+            "5d",
             f"{max(ranks)}-D tensor: the NPU works on tensors of at most 4 dimensions",
             "reshape to 4-D around this node (merge axes), or expect a CPU fallback",
         )
@@ -182,15 +187,28 @@ def _attribute_limits(node, shapes) -> tuple[str, str] | None:
         strides = list(_attr(node, "strides", [1] * len(kernel)))
         pads = list(_attr(node, "pads", [0] * 2 * len(kernel)))
         if any(not 1 <= k <= 31 for k in kernel):
-            return (f"Conv kernel {kernel} outside the NPU's 1-31", "split the kernel into smaller convs")
+            return (
+                "kernel",
+                f"Conv kernel {kernel} outside the NPU's 1-31",
+                "split the kernel into smaller convs",
+            )
         if any(not 1 <= s <= 7 for s in strides):
-            return (f"Conv stride {strides} outside the NPU's 1-7", "use stride <= 7 (e.g. stride then pool)")
+            return (
+                "stride",
+                f"Conv stride {strides} outside the NPU's 1-7",
+                "use stride <= 7 (e.g. stride then pool)",
+            )
         if any(not 0 <= p <= 15 for p in pads):
-            return (f"Conv padding {pads} outside the NPU's 0-15", "pad with an explicit Pad node, or less")
+            return (
+                "pads",
+                f"Conv padding {pads} outside the NPU's 0-15",
+                "pad with an explicit Pad node, or less",
+            )
     if op == "ConvTranspose":
         strides = list(_attr(node, "strides", [1, 1]))
         if any(s not in (1, 2, 4, 8) for s in strides):
             return (
+                "stride",
                 f"ConvTranspose stride {strides}: the NPU takes 1, 2, 4 or 8",
                 "use Resize + Conv instead, or a supported stride",
             )
@@ -199,11 +217,16 @@ def _attribute_limits(node, shapes) -> tuple[str, str] | None:
         transform = _as_str(_attr(node, "coordinate_transformation_mode", "half_pixel"))
         if mode not in ("nearest", "linear"):
             return (
+                "mode",
                 f"Resize mode {mode!r}: the NPU does nearest and (bi)linear",
                 "re-export with mode='linear' or 'nearest'",
             )
         if transform == "tf_crop_and_resize":
-            return ("Resize with tf_crop_and_resize", "crop with Slice, then Resize")
+            return (
+                "coordinate_transformation_mode",
+                "Resize with tf_crop_and_resize",
+                "crop with Slice, then Resize",
+            )
     return None
 
 

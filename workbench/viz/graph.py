@@ -8,6 +8,7 @@ value per node (support status) or a number (a layer's SQNR), so later results r
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -176,11 +177,10 @@ def netron_view(
     import netron
     from IPython.display import IFrame
 
-    path = (
-        Path(model.save(Path(_scratch()) / f"{model.name}.onnx"))
-        if isinstance(model, OnnxModel)
-        else Path(model)
-    )
+    if isinstance(model, OnnxModel):  # a private copy: another frame may serve another model
+        path = model.save(Path(tempfile.mkdtemp(prefix="rknn-wb-netron-")) / "model.onnx")
+    else:
+        path = Path(model)
     address = netron.serve(str(path), None, ("127.0.0.1", port), False)
     host, bound = address
     if proxy is None:
@@ -201,11 +201,3 @@ def _has_server_proxy() -> bool:
     from importlib.util import find_spec
 
     return find_spec("jupyter_server_proxy") is not None
-
-
-def _scratch() -> str:
-    import tempfile
-
-    folder = Path(tempfile.gettempdir()) / "rknn-workbench-netron"
-    folder.mkdir(exist_ok=True)
-    return str(folder)

@@ -164,7 +164,8 @@ def tensor_figure(reference, quantized, layer: str = "", max_points: int = 20000
 def compare_figure(
     a: Divergence, b: Divergence, labels: tuple[str, str] = ("run A", "run B"), metric: str = "sqnr_db"
 ) -> go.Figure:
-    """Two runs' per-layer ``metric`` along the graph, and the change between them."""
+    """Two runs' per-layer ``metric`` along the graph (``Divergence.compare`` gives the table
+    with the change per layer)."""
     both = a.compare(b)
     fig = go.Figure()
     for suffix, label in zip(("_a", "_b"), labels):

@@ -25,7 +25,7 @@ class CalibrationPanel:
     """Interactive calibration for ``model``. Display it as the last line of a cell.
 
     Args:
-        model: the OnnxModel (single image input, plus any .npy inputs given by a list).
+        model: the OnnxModel; its first input is the image input the panel calibrates.
         preprocess: starting mean/std/colour order of the image input.
         folder: where the images are picked from (default: the bundled photographs).
     """
