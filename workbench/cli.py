@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     diverge.add_argument("--json", action="store_true", help="print the whole result as JSON")
     diverge.set_defaults(func=_diverge)
 
+    board = commands.add_parser("board", help="the real board: is it ready?")
+    board.add_argument("action", choices=["doctor"])
+    board.add_argument("--adb", help="adb binary (default: the one bundled with rknn-toolkit2)")
+    board.add_argument("--device", help="serial or IP:5555 (default: the only board)")
+    board.add_argument("--platform", help="target platform (picks the dump folder)")
+    board.set_defaults(func=_board)
+
     support = commands.add_parser("support", help="regenerate the operator-support matrix")
     support.add_argument("action", choices=["probe"])
     support.add_argument("--out", help="matrix JSON path (default: the packaged matrix)")
@@ -274,6 +281,14 @@ def _disagreements(report, compiled) -> list[str]:
     from workbench.support.compare_checks import disagreements
 
     return disagreements(report, compiled)
+
+
+def _board(args: argparse.Namespace) -> int:
+    from workbench.board.doctor import doctor
+
+    report = doctor(args.adb, args.device, args.platform)
+    print(report)
+    return 0 if report.ready else 1
 
 
 def _support(args: argparse.Namespace) -> int:

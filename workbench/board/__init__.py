@@ -1,0 +1,1 @@
+"""The real board: adb discovery and the board doctor, board configuration."""
