@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("--adb", help="adb binary (default: the one bundled with rknn-toolkit2)")
     board.add_argument("--device", help="serial or IP:5555 (default: the only board)")
     board.add_argument("--platform", help="target platform (picks the dump folder)")
+    board.add_argument("--board", help="a board named in boards.toml (gives serial and platform)")
     board.set_defaults(func=_board)
 
     support = commands.add_parser("support", help="regenerate the operator-support matrix")
@@ -284,9 +285,18 @@ def _disagreements(report, compiled) -> list[str]:
 
 
 def _board(args: argparse.Namespace) -> int:
+    from workbench.board.config import get_board
     from workbench.board.doctor import doctor
 
-    report = doctor(args.adb, args.device, args.platform)
+    device, platform = args.device, args.platform
+    if args.board:
+        board = get_board(args.board)
+        if board.transport != "adb":
+            raise WorkbenchError(
+                f"Board {board.name!r} is reached over {board.transport}; the doctor checks adb boards."
+            )
+        device, platform = device or board.serial, platform or board.platform
+    report = doctor(args.adb, device, platform)
     print(report)
     return 0 if report.ready else 1
 
