@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lab bench lint clean
+.PHONY: setup system demo test lab bench lint clean
 
 setup: $(STAMP)
 
@@ -21,10 +21,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e ".[test]"
 	touch $(STAMP)
 
+# Debian packages the tests use: OpenSSH's server (the SSH path to a virtual board runs
+# through a real sshd on 127.0.0.1, started by the tests). Installed only when missing.
+system:
+	@if [ ! -x /usr/sbin/sshd ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-server; \
+	  else echo "openssh-server is missing: run 'sudo apt-get install openssh-server' (board tests over SSH skip without it)"; fi; \
+	fi
+
 demo: setup
 	$(BIN)/rknn-workbench demo
 
-test: setup
+test: setup system
 	$(BIN)/python -m pytest
 
 lab: setup

@@ -38,6 +38,9 @@ class Board:
     user: str | None = None  #: ssh user (default: ~/.ssh/config or the local user)
     port: int | None = None  #: ssh port (default 22 or ~/.ssh/config)
     identity: str | None = None  #: ssh private key (default: agent / ~/.ssh/config)
+    known_hosts: str | None = None  #: ssh known_hosts file (default: ~/.ssh/known_hosts)
+    python: str = "python3"  #: Python on the board (with numpy and rknn-toolkit-lite2)
+    virtual: bool = False  #: a PC standing in for the board: runs the toolkit's simulator
 
 
 def boards_file() -> Path:

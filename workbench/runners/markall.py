@@ -50,22 +50,9 @@ class MarkAllRunner:
             raise
 
     def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
-        dataset = calibration.write_list(self.workdir / "dataset.txt")
-        build = {
-            "config": config.toolkit_kwargs(model.inputs),
-            "dataset": str(dataset) if config.do_quantization else None,
-            "do_quantization": config.do_quantization,
-        }
-        path = model.save(self.workdir / "model.onnx")
-        _, log = self.session.call("build", model_path=str(path), **build)
-        path.unlink()  # built: the toolkit holds its own copy
-        self.boundaries = boundary_tensors(model, parse_feature_tensors(log))
-        known = {t.name: t for t in model.tensors}
-        self.output_names = [*model.outputs, *[b for b in self.boundaries if b not in model.outputs]]
-        marked = OnnxModel(_with_outputs(model, self.output_names, known)).save(self.workdir / "marked.onnx")
-        # Quiet build: the tables were read from the first one.
-        _, self.build_log = self.session.call("build", model_path=str(marked), verbose=False, **build)
-        marked.unlink()
+        self.output_names, self.boundaries, self.build_log = build_marked(
+            self.session, model, config, calibration
+        )
 
     def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
         """Boundary tensors (ONNX names) of one sample, dequantized to float32."""
@@ -79,7 +66,7 @@ class MarkAllRunner:
         with np.load(out) as data:
             arrays = [data[f"arr_{i}"] for i in range(result["count"])]
         out.unlink()
-        return _match_outputs(self.output_names, arrays, self.build_log, self.model)
+        return match_outputs(self.output_names, arrays, self.build_log, self.model)
 
     def close(self) -> None:
         self.session.close()
@@ -91,6 +78,45 @@ class MarkAllRunner:
         self.close()
 
 
+def build_marked(
+    session: ToolkitSession,
+    model: OnnxModel,
+    config: BuildConfig,
+    calibration: CalibrationSet,
+    rknn_path: Path | None = None,
+) -> tuple[list[str], list[str], str]:
+    """Build ``model``, find its layer boundaries, build it again with them marked as outputs
+    (exported to ``rknn_path`` if given). Returns the marked output names (graph outputs
+    first), the boundaries and the marked build's log. The session stays on the marked model."""
+    dataset = calibration.write_list(session.workdir / "dataset.txt")
+    build = {
+        "config": config.toolkit_kwargs(model.inputs),
+        "dataset": str(dataset) if config.do_quantization else None,
+        "do_quantization": config.do_quantization,
+    }
+    path = model.save(session.workdir / "model.onnx")
+    _, log = session.call("build", model_path=str(path), **build)
+    path.unlink()  # built: the toolkit holds its own copy
+    boundaries = boundary_tensors(model, parse_feature_tensors(log))
+    output_names = [*model.outputs, *[b for b in boundaries if b not in model.outputs]]
+    marked = marked_model(model, output_names).save(session.workdir / "marked.onnx")
+    # Quiet build: the tables were read from the first one.
+    _, marked_log = session.call(
+        "build",
+        model_path=str(marked),
+        verbose=False,
+        rknn_path=str(rknn_path) if rknn_path else None,
+        **build,
+    )
+    marked.unlink()
+    return output_names, boundaries, marked_log
+
+
+def marked_model(model: OnnxModel, output_names: list[str]) -> OnnxModel:
+    """``model`` with exactly ``output_names`` as graph outputs."""
+    return OnnxModel(_with_outputs(model, output_names, {t.name: t for t in model.tensors}))
+
+
 def boundary_tensors(model: OnnxModel, feature_tensors: list[str]) -> list[str]:
     """ONNX tensors standing for the compiled graph's layer boundaries, in topological order
     (graph inputs excluded: they are fed, not computed)."""
@@ -99,7 +125,7 @@ def boundary_tensors(model: OnnxModel, feature_tensors: list[str]) -> list[str]:
     return [t.name for t in model.tensors if t.name in found]
 
 
-def _match_outputs(names: list[str], arrays: list[np.ndarray], build_log: str, model: OnnxModel) -> dict:
+def match_outputs(names: list[str], arrays: list[np.ndarray], build_log: str, model: OnnxModel) -> dict:
     """Pair outputs with names. The toolkit silently drops outputs it constant-folded and
     names them in a warning of the build; those names are removed, then the counts must
     agree (guessing by position or size could pair a tensor with another's name)."""

@@ -1,0 +1,158 @@
+"""SSH transport to a board: OpenSSH's own client, so ~/.ssh/config, known_hosts, keys
+and the agent all apply as the user set them up.
+
+Strict host-key checking and batch mode (never a password prompt) are on by default;
+every step has a timeout. Local arguments are lists (no local shell); paths sent to the
+board's shell are quoted with shlex.quote. Files move as tar streams over the connection.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import subprocess
+import tarfile
+from pathlib import Path
+
+from workbench.board.config import Board
+from workbench.errors import WorkbenchError
+
+
+class BoardError(WorkbenchError):
+    """The board could not be reached or failed during a run."""
+
+
+_DIAGNOSES = (
+    (
+        "Host key verification failed",
+        "the board's host key is unknown or has changed",
+        "verify the board's fingerprint, then add it: ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts",
+    ),
+    (
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        "the board's host key has changed",
+        "if the board was reinstalled, remove the old key: ssh-keygen -R HOST",
+    ),
+    (
+        "Permission denied",
+        "authentication failed",
+        "check user, identity file or ssh-agent for this board (ssh -v HOST shows what is tried)",
+    ),
+    (
+        "Connection refused",
+        "nothing listens for SSH there",
+        "is sshd running on the board, and is the port right?",
+    ),
+    (
+        "timed out",
+        "the board did not answer in time",
+        "check the address and the network, or raise the timeout",
+    ),
+    ("Could not resolve hostname", "the host name is unknown", "check the host name or use an IP address"),
+    ("No space left on device", "the board's disk is full", "free space on the board (df -h) and retry"),
+    (
+        "Connection closed",
+        "the connection was lost",
+        "the board rebooted or sshd stopped; check it and retry",
+    ),
+    ("Connection reset", "the connection was lost", "the board rebooted or sshd stopped; check it and retry"),
+    ("Broken pipe", "the connection was lost", "the board rebooted or sshd stopped; check it and retry"),
+)
+
+
+class SshTransport:
+    """Run commands on and move files to/from one board over SSH."""
+
+    def __init__(self, board: Board, connect_timeout: float = 10, step_timeout: float = 600):
+        if board.transport != "ssh" or not board.host:
+            raise BoardError(f"Board {board.name!r} is not an ssh board (transport {board.transport!r}).")
+        self.board = board
+        self.connect_timeout = connect_timeout
+        self.step_timeout = step_timeout
+
+    def _base(self) -> list[str]:
+        b = self.board
+        cmd = [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"ConnectTimeout={int(self.connect_timeout)}",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=3",
+        ]
+        if b.port:
+            cmd += ["-p", str(b.port)]
+        if b.user:
+            cmd += ["-l", b.user]
+        if b.identity:
+            cmd += ["-i", str(Path(b.identity).expanduser()), "-o", "IdentitiesOnly=yes"]
+        if b.known_hosts:
+            cmd += ["-o", f"UserKnownHostsFile={Path(b.known_hosts).expanduser()}"]
+        return [*cmd, b.host, "--"]
+
+    def run(
+        self, command: str, *, stdin: bytes | None = None, timeout: float | None = None, what: str = "command"
+    ) -> bytes:
+        """Run ``command`` in the board's shell; its stdout. BoardError with a diagnosis on
+        failure (connection, authentication, host key, disk, non-zero exit)."""
+        try:
+            done = subprocess.run(
+                [*self._base(), command],
+                input=stdin,
+                capture_output=True,
+                timeout=timeout or self.step_timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise BoardError(
+                f"{self.board.name}: {what} took longer than {timeout or self.step_timeout:.0f} s and was "
+                "stopped. Check the board (is it busy or hung?) or raise the step timeout."
+            ) from None
+        if done.returncode != 0:
+            raise BoardError(self._diagnose(done.returncode, done.stderr.decode(errors="replace"), what))
+        return done.stdout
+
+    def _diagnose(self, code: int, stderr: str, what: str) -> str:
+        b = self.board
+        for needle, problem, fix in _DIAGNOSES:
+            if needle in stderr:
+                fix = fix.replace("HOST", b.host).replace("PORT", str(b.port or 22))
+                said = stderr.strip()[-400:]
+                return f"{b.name} ({b.host}): {what} failed: {problem}. Fix: {fix}.\nssh said: {said}"
+        return f"{b.name} ({b.host}): {what} failed (exit {code}).\nThe board said: {stderr.strip()[-600:]}"
+
+    def make_temp_dir(self) -> str:
+        """A new private folder on the board."""
+        return self.run("mktemp -d /tmp/rknn-wb-board-XXXXXX", what="creating a work folder").decode().strip()
+
+    def push(self, local_dir: Path, remote_dir: str) -> None:
+        """Copy the files of ``local_dir`` into ``remote_dir``."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for path in sorted(Path(local_dir).iterdir()):
+                tar.add(path, arcname=path.name)
+        q = shlex.quote(remote_dir)
+        self.run(
+            f"mkdir -p {q} && tar -C {q} -xf -", stdin=buffer.getvalue(), what="copying files to the board"
+        )
+
+    def pull(self, remote_dir: str, names: list[str], local_dir: Path) -> None:
+        """Copy ``names`` from ``remote_dir`` into ``local_dir``."""
+        q = shlex.quote(remote_dir)
+        files = " ".join(shlex.quote(n) for n in names)
+        data = self.run(f"tar -C {q} -cf - {files}", what="copying results from the board")
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            tar.extractall(local_dir, filter="data")
+
+    def remove(self, remote_dir: str) -> None:
+        """Delete a work folder on the board (best effort: the board may be gone)."""
+        if not remote_dir.startswith("/tmp/rknn-wb-board-"):
+            raise BoardError(f"refusing to delete {remote_dir!r}: not a workbench folder")
+        try:
+            self.run(f"rm -rf {shlex.quote(remote_dir)}", timeout=30, what="cleaning up")
+        except BoardError:
+            pass

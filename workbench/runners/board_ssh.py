@@ -1,0 +1,150 @@
+"""SshBoardRunner: the quantized model's layer boundaries from a board reached over SSH.
+
+On the PC: the mark-all model is built and exported as .rknn. On the board: a small runner
+(numpy + rknn-toolkit-lite2, ``workbench/board/board_runner.py``) runs it on each sample and
+writes the outputs as .npz, which come back over the same connection. The board's work
+folder is removed at the end. A *virtual board* (a PC running the toolkit's simulator, for
+CI) receives the marked ONNX model and the build settings too and rebuilds them, since the
+simulator cannot run a .rknn loaded from a file; everything else on the path is the same.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from workbench.board.config import Board
+from workbench.board.ssh import BoardError, SshTransport
+from workbench.datasets import CalibrationSet
+from workbench.model import OnnxModel
+from workbench.preprocess import Preprocess, load_sample
+from workbench.rknn.config import BuildConfig
+from workbench.rknn.session import ToolkitSession
+from workbench.runners.markall import build_marked, marked_model, match_outputs
+
+RUNNER_SCRIPT = Path(__file__).resolve().parents[1] / "board" / "board_runner.py"
+
+
+class SshBoardRunner:
+    """Mark-all runs of ``model`` on ``board``; use as a context manager.
+
+    Args:
+        batch: samples per remote run (outputs of one batch are kept on the board until pulled).
+    """
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        config: BuildConfig,
+        calibration: CalibrationSet,
+        board: Board,
+        *,
+        batch: int = 4,
+        connect_timeout: float = 10,
+        step_timeout: float = 900,
+    ):
+        self.model, self.config, self.board, self.batch = model, config, board, max(1, batch)
+        self.backend = f"board:{board.name}"
+        self.transport = SshTransport(board, connect_timeout, step_timeout)
+        self.local = Path(tempfile.mkdtemp(prefix="rknn-wb-board-"))
+        self.remote: str | None = None
+        try:
+            self._prepare(calibration)
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self, calibration: CalibrationSet) -> None:
+        job = self.local / "job"
+        job.mkdir()
+        with ToolkitSession(timeout=1800) as session:
+            self.output_names, _, self.build_log = build_marked(
+                session, self.model, self.config, calibration, rknn_path=job / "model.rknn"
+            )
+        shutil.copy(RUNNER_SCRIPT, job / "board_runner.py")
+        settings = {"inputs": list(self.model.inputs), "virtual": self.board.virtual}
+        if self.board.virtual:
+            marked_model(self.model, self.output_names).save(job / "marked.onnx")
+            lines = []
+            for i, row in enumerate(calibration.rows):
+                names = [f"calib_{i}_{j}{p.suffix}" for j, p in enumerate(row)]
+                for name, path in zip(names, row):
+                    shutil.copy(path, job / name)
+                lines.append(" ".join(names))
+            (job / "dataset.txt").write_text("\n".join(lines) + "\n")
+            settings |= {
+                "config": self.config.toolkit_kwargs(self.model.inputs),
+                "do_quantization": self.config.do_quantization,
+            }
+        (job / "settings.json").write_text(json.dumps(settings))
+        self.remote = self.transport.make_temp_dir()
+        self.transport.push(job, self.remote)
+
+    def run_many(
+        self, rows: Sequence[Sequence[Path]], on_sample: Callable[[int], None] | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Boundary tensors of each sample, in order; a board failure raises BoardError
+        after the samples already returned (the caller keeps them, marked partial)."""
+        for start in range(0, len(rows), self.batch):
+            chunk = rows[start : start + self.batch]
+            names = self._push_samples(chunk, start)
+            q = self.transport
+            script = f"{self.remote}/board_runner.py"
+            q.run(
+                f"cd {shlex.quote(self.remote)} && {shlex.quote(self.board.python)} {shlex.quote(script)} .",
+                what=f"running samples {start}-{start + len(chunk) - 1} on the board",
+            )
+            outputs = [f"out_{i}.npz" for i in range(len(chunk))]
+            batch_dir = self.local / f"batch_{start}"
+            batch_dir.mkdir()
+            q.pull(self.remote, outputs, batch_dir)
+            q.run(
+                f"cd {shlex.quote(self.remote)} && rm -f {' '.join(outputs + names)}", what="cleaning outputs"
+            )
+            for i, out in enumerate(outputs):
+                with np.load(batch_dir / out) as data:
+                    arrays = [data[f"arr_{k}"] for k in range(len(data.files))]
+                yield match_outputs(self.output_names, arrays, self.build_log, self.model)
+                if on_sample:
+                    on_sample(start + i + 1)
+            shutil.rmtree(batch_dir, ignore_errors=True)
+
+    def _push_samples(self, chunk, start: int) -> list[str]:
+        stage = self.local / "stage"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        names = []
+        for k, row in enumerate(chunk):
+            arrays = {
+                name: load_sample(
+                    path, shape, self.config.preprocess.get(name, Preprocess()), normalise=False
+                )
+                for (name, shape), path in zip(self.model.inputs.items(), row)
+            }
+            names.append(f"sample_{k}.npz")
+            np.savez(stage / names[-1], **arrays)
+        job = json.loads((self.local / "job" / "settings.json").read_text()) | {"samples": names}
+        (stage / "job.json").write_text(json.dumps(job))
+        self.transport.push(stage, self.remote)
+        return names
+
+    def close(self) -> None:
+        if self.remote:
+            self.transport.remove(self.remote)
+            self.remote = None
+        shutil.rmtree(self.local, ignore_errors=True)
+
+    def __enter__(self) -> SshBoardRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["BoardError", "SshBoardRunner"]
