@@ -126,3 +126,16 @@ def test_hostile_python_path_is_one_shell_word(sshd, tiny_models, small_set, tmp
 def test_not_an_ssh_board(sshd):
     with pytest.raises(BoardError, match="not an ssh board"):
         SshTransport(sshd.board(transport="adb"))
+
+
+def test_remote_disk_full(sshd, tiny_models, small_set, tmp_path, isolated_cache):
+    tiny = tmp_path / "tiny disk"
+    tiny.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)]).returncode != 0:
+        pytest.skip("cannot mount a tiny tmpfs here (needs root)")
+    try:
+        with pytest.raises(BoardError, match="disk is full") as err:
+            _small(tiny_models, small_set, sshd.board(workdir=str(tiny)))
+        assert err.value.partial.meta["partial"]["samples_done"] == 0
+    finally:
+        subprocess.run(["umount", str(tiny)])

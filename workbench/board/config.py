@@ -41,6 +41,7 @@ class Board:
     known_hosts: str | None = None  #: ssh known_hosts file (default: ~/.ssh/known_hosts)
     python: str = "python3"  #: Python on the board (with numpy and rknn-toolkit-lite2)
     virtual: bool = False  #: a PC standing in for the board: runs the toolkit's simulator
+    workdir: str = "/tmp"  #: where work folders are made on the board (ssh)
 
 
 def boards_file() -> Path:

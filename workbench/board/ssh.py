@@ -127,7 +127,8 @@ class SshTransport:
 
     def make_temp_dir(self) -> str:
         """A new private folder on the board."""
-        return self.run("mktemp -d /tmp/rknn-wb-board-XXXXXX", what="creating a work folder").decode().strip()
+        template = shlex.quote(f"{self.board.workdir.rstrip('/')}/rknn-wb-board-XXXXXX")
+        return self.run(f"mktemp -d {template}", what="creating a work folder").decode().strip()
 
     def push(self, local_dir: Path, remote_dir: str) -> None:
         """Copy the files of ``local_dir`` into ``remote_dir``."""
@@ -150,7 +151,7 @@ class SshTransport:
 
     def remove(self, remote_dir: str) -> None:
         """Delete a work folder on the board (best effort: the board may be gone)."""
-        if not remote_dir.startswith("/tmp/rknn-wb-board-"):
+        if not Path(remote_dir).name.startswith("rknn-wb-board-"):
             raise BoardError(f"refusing to delete {remote_dir!r}: not a workbench folder")
         try:
             self.run(f"rm -rf {shlex.quote(remote_dir)}", timeout=30, what="cleaning up")
