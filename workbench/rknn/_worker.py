@@ -60,22 +60,61 @@ def build(
     return {}
 
 
-def accuracy_analysis(state: _State, inputs: list[str], output_dir: str) -> dict:
+def accuracy_analysis(
+    state: _State, inputs: list[str], output_dir: str, target: str | None = None, device_id: str | None = None
+) -> dict:
+    """Simulator snapshot; with ``target`` also the board's runtime dumps (pulled over adb)."""
     if state.rknn is None:
         raise RuntimeError("accuracy_analysis() before build()")
-    _check(state.rknn.accuracy_analysis(inputs=inputs, output_dir=output_dir), "rknn.accuracy_analysis()")
+    _check(
+        state.rknn.accuracy_analysis(
+            inputs=inputs, output_dir=output_dir, target=target, device_id=device_id
+        ),
+        "rknn.accuracy_analysis()",
+    )
     return {"output_dir": output_dir}
 
 
+def init_runtime(
+    state: _State,
+    target: str | None = None,
+    device_id: str | None = None,
+    perf_debug: bool = False,
+    eval_mem: bool = False,
+) -> dict:
+    """Simulator (no target) or the board through adb + rknn_server (target, device_id)."""
+    if state.rknn is None:
+        raise RuntimeError("init_runtime() before build()")
+    _check(
+        state.rknn.init_runtime(target=target, device_id=device_id, perf_debug=perf_debug, eval_mem=eval_mem),
+        "rknn.init_runtime()",
+    )
+    state.runtime_ready = True
+    return {}
+
+
+def board_report(state: _State, what: str) -> dict:
+    """get_sdk_version / eval_perf / eval_memory: they print their tables into the log."""
+    result = getattr(state.rknn, what)()
+    return {"value": result if isinstance(result, str | int | float) else None}
+
+
+def list_devices(state: _State) -> dict:
+    from rknn.api import RKNN
+
+    adb, ntb = RKNN(verbose=False).list_devices()
+    return {"adb": list(adb or []), "ntb": list(ntb or [])}
+
+
 def inference(state: _State, inputs: list[str], output_path: str) -> dict:
-    """Run the built model on the simulator; inputs are .npy files in the ONNX layout."""
+    """Run the built model (on the simulator unless init_runtime chose a board); inputs are
+    .npy files in the ONNX layout."""
     import numpy as np
 
     if state.rknn is None:
         raise RuntimeError("inference() before build()")
     if not state.runtime_ready:
-        _check(state.rknn.init_runtime(), "rknn.init_runtime()")
-        state.runtime_ready = True
+        init_runtime(state)
     arrays = [np.load(p) for p in inputs]
     formats = ["nchw" if a.ndim == 4 else None for a in arrays]
     outputs = state.rknn.inference(inputs=arrays, data_format=formats)
@@ -108,6 +147,9 @@ HANDLERS = {
     "accuracy_analysis": accuracy_analysis,
     "inference": inference,
     "quant_params": quant_params,
+    "init_runtime": init_runtime,
+    "board_report": board_report,
+    "list_devices": list_devices,
 }
 
 

@@ -93,7 +93,7 @@ class ToolkitSession:
             said = "\n".join(toolkit_errors(log)[-8:]) or clean_log(log).strip()[-1500:]
             raise ToolkitError(
                 f"rknn-toolkit2 {cmd} failed: {reply['error']}\nThe toolkit said:\n{said}\n"
-                f"Full log: {self.log_path}"
+                f"Full log: {self._keep_log()}"
             )
         return reply["result"], log
 
@@ -116,6 +116,20 @@ class ToolkitSession:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _keep_log(self) -> Path:
+        """The log's lasting path: a temporary session folder goes on close, so its log is
+        copied to the cache's logs/ folder first."""
+        if not self._owns_workdir:
+            return self.log_path
+        from datetime import datetime
+
+        from workbench.datasets import cache_dir
+
+        kept = cache_dir() / "logs" / f"toolkit-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.log_path, kept)
+        return kept
+
     def _read_reply(self, cmd: str, timeout: float | None) -> str:
         ready, _, _ = select.select([self._replies], [], [], timeout)
         if not ready:
@@ -123,7 +137,7 @@ class ToolkitSession:
             self._proc.wait()
             raise ToolkitError(
                 f"rknn-toolkit2 {cmd} took longer than {timeout:.0f} s and was stopped. "
-                f"Raise the timeout if the model is large. Log: {self.log_path}"
+                f"Raise the timeout if the model is large. Log: {self._keep_log()}"
             )
         return self._replies.readline()
 
@@ -140,5 +154,5 @@ class ToolkitSession:
             f"rknn-toolkit2 stopped at {cmd}: its worker process {how}. Your session is "
             "unaffected; open a new ToolkitSession to go on. Toolkit crashes are usually "
             "toolkit bugs on one operator: find it with the operator-support check, or cut "
-            f"the graph before it with outputs=.\nLast lines of the toolkit log ({self.log_path}):\n{tail}"
+            f"the graph before it with outputs=.\nLast lines of the toolkit log ({self._keep_log()}):\n{tail}"
         )

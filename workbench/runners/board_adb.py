@@ -1,0 +1,124 @@
+"""AdbBoardRunner: per-layer tensors from a real board through the toolkit's own remote
+connection (adb + rknn_server on the board). Needs a real Rockchip board: nothing here can
+run on a PC alone (see README, "What runs where"); the board doctor finds what is missing.
+
+- mode "snapshot": ``accuracy_analysis(target=..., device_id=...)``; the toolkit pulls the
+  board's dumps into ``runtime/`` and adds runtime ``entire`` / ``single_sim`` columns;
+- mode "mark-all": the mark-all model run with ``inference()`` after
+  ``init_runtime(target=..., device_id=...)``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.board.outputs import parse_eval_memory, parse_eval_perf, parse_sdk_version
+from workbench.datasets import CalibrationSet
+from workbench.model import OnnxModel
+from workbench.preprocess import Preprocess, load_sample
+from workbench.rknn.config import BuildConfig
+from workbench.rknn.session import ToolkitSession, clean_log
+from workbench.rknn.snapshot import Snapshot, read_snapshot
+from workbench.runners.markall import build_marked, match_outputs
+
+
+class AdbBoardRunner:
+    """Run ``model`` on the board ``device_id`` (an adb serial or IP:5555)."""
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        config: BuildConfig,
+        calibration: CalibrationSet,
+        device_id: str,
+        *,
+        mode: str = "mark-all",
+        timeout: float | None = 1800,
+    ):
+        self.model, self.config, self.device_id, self.mode = model, config, device_id, mode
+        self.backend = f"board:{device_id}"
+        self.session = ToolkitSession(timeout=timeout)
+        try:
+            if mode == "mark-all":
+                self.output_names, _, self.build_log = build_marked(self.session, model, config, calibration)
+            else:
+                dataset = calibration.write_list(self.session.workdir / "dataset.txt")
+                self.session.call(
+                    "build",
+                    model_path=str(model.save(self.session.workdir / "model.onnx")),
+                    config=config.toolkit_kwargs(model.inputs),
+                    dataset=str(dataset),
+                    do_quantization=config.do_quantization,
+                )
+            self.session.call("init_runtime", target=config.target_platform, device_id=device_id)
+        except BaseException:
+            self.session.close()
+            raise
+
+    def analyse(self, row: Sequence[Path]) -> Snapshot:
+        """Simulator and board tensors plus the toolkit's error table (with runtime columns)."""
+        out = self.session.workdir / "snapshot"
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            self.session.call(
+                "accuracy_analysis",
+                inputs=[str(p) for p in row],
+                output_dir=str(out),
+                target=self.config.target_platform,
+                device_id=self.device_id,
+            )
+            return read_snapshot(out)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
+        if self.mode == "snapshot":
+            return self.analyse(row).runtime
+        files = []
+        for i, ((name, shape), path) in enumerate(zip(self.model.inputs.items(), row)):
+            files.append(self.session.workdir / f"input_{i}.npy")
+            np.save(
+                files[-1],
+                load_sample(path, shape, self.config.preprocess.get(name, Preprocess()), normalise=False),
+            )
+        out = self.session.workdir / "outputs.npz"
+        result, _ = self.session.call("inference", inputs=[str(f) for f in files], output_path=str(out))
+        with np.load(out) as data:
+            arrays = [data[f"arr_{i}"] for i in range(result["count"])]
+        return match_outputs(self.output_names, arrays, self.build_log, self.model)
+
+    def sdk_version(self) -> dict[str, str]:
+        """Versions of librknn_api, rknn_server and librknnrt on the board."""
+        _, log = self.session.call("board_report", what="get_sdk_version")
+        return parse_sdk_version(clean_log(log))
+
+    def perf(self) -> tuple[pd.DataFrame, int | None]:
+        """eval_perf(): per-layer time on the board (µs) and the total."""
+        _, log = self.session.call("board_report", what="eval_perf")
+        return parse_eval_perf(clean_log(log))
+
+    def memory(self) -> dict[str, float]:
+        """eval_memory(): total and model memory in MiB."""
+        _, log = self.session.call("board_report", what="eval_memory")
+        return parse_eval_memory(clean_log(log))
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> AdbBoardRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def list_boards() -> list[str]:
+    """Serials of the boards the toolkit sees over adb (USB and IP:5555)."""
+    with ToolkitSession(timeout=60) as session:
+        result, _ = session.call("list_devices")
+    return result["adb"]
