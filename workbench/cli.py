@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     diverge.add_argument("--method", default="channel", help="channel | layer")
     diverge.add_argument("--mode", default="mark-all", choices=["mark-all", "snapshot"])
     diverge.add_argument("--out", help="run folder (default: runs/<time>-<model>-<platform>)")
+    diverge.add_argument("--board", help="also run on this board (a name from boards.toml)")
     diverge.add_argument("--json", action="store_true", help="print the whole result as JSON")
     diverge.set_defaults(func=_diverge)
 
@@ -146,9 +147,23 @@ def _diverge(args: argparse.Namespace) -> int:
         quantized_method=args.method,
         preprocess=preprocess,
     )
-    result = compute_divergence(
-        model, config, calibration, calibration.head(args.samples), mode=args.mode, progress=not args.json
-    )
+    samples = calibration.head(args.samples)
+    partial = None
+    if args.board:
+        from workbench.board.config import get_board
+        from workbench.board.ssh import BoardError
+        from workbench.compare.board import board_divergence
+
+        try:
+            result = board_divergence(
+                model, config, calibration, get_board(args.board), samples, progress=not args.json
+            )
+        except BoardError as err:
+            result, partial = err.partial, str(err)
+    else:
+        result = compute_divergence(
+            model, config, calibration, samples, mode=args.mode, progress=not args.json
+        )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run = result.save(args.out or Path("runs") / f"{stamp}-{model.name}-{args.platform}")
     if args.json:
@@ -162,15 +177,17 @@ def _diverge(args: argparse.Namespace) -> int:
                 default=str,
             )
         )
-        return 0
+        return 1 if partial else 0
     print(f"run saved: {run}")
+    if partial:
+        print(f"PARTIAL RUN (saved, marked partial): {partial}", file=sys.stderr)
     worst = result.first_divergence().nsmallest(10, "sqnr_db_mean")
     print(
         worst[["layer", "op_type", "sqnr_db_mean", "cosine_mean", "verdict"]].to_string(
             index=False, float_format=lambda v: f"{v:.4f}"
         )
     )
-    return 0
+    return 1 if partial else 0
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:

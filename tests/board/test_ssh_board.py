@@ -29,6 +29,8 @@ def isolated_cache(tmp_path, monkeypatch):
 def test_virtual_board_matches_the_simulator_on_ppocr_cls(sshd, zoo, small_set, isolated_cache):
     entry = ZOO["ppocr-cls"]
     config = BuildConfig(preprocess={entry.input_name: entry.preprocess})
+    listing = "ls -d /tmp/rknn-wb-board-* 2>/dev/null || true"
+    before = set(SshTransport(sshd.board()).run(listing).decode().split())
     result = board_divergence(
         zoo("ppocr-cls"), config, small_set, sshd.board(), small_set.head(2), progress=False, batch=1
     )
@@ -38,8 +40,8 @@ def test_virtual_board_matches_the_simulator_on_ppocr_cls(sshd, zoo, small_set, 
     assert len(gap) > 50
     np.testing.assert_allclose(gap.cosine_gap, 0, atol=1e-5)
     np.testing.assert_allclose(gap.sqnr_db_gap, 0, atol=1e-3)
-    leftovers = SshTransport(sshd.board()).run("ls -d /tmp/rknn-wb-board-* 2>/dev/null || true").decode()
-    assert leftovers.strip() == ""  # the board's work folder is gone
+    after = set(SshTransport(sshd.board()).run(listing).decode().split())
+    assert after <= before  # the board's work folder is gone
 
 
 def _small(tiny_models, small_set, board):
@@ -139,3 +141,38 @@ def test_remote_disk_full(sshd, tiny_models, small_set, tmp_path, isolated_cache
         assert err.value.partial.meta["partial"]["samples_done"] == 0
     finally:
         subprocess.run(["umount", str(tiny)])
+
+
+def test_cli_diverge_on_a_named_board(
+    sshd, tiny_models, small_set, tmp_path, isolated_cache, monkeypatch, capsys
+):
+    import json
+
+    from workbench.cli import main
+
+    board = sshd.board()
+    (tmp_path / "boards.toml").write_text(
+        "[boards.virtual]\n"
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in vars(board).items() if k != "name" and v is not None)
+    )
+    monkeypatch.setenv("RKNN_WORKBENCH_BOARDS", str(tmp_path / "boards.toml"))
+    model = tiny_models["conv-relu-sigmoid"].save(tmp_path / "m.onnx")
+    args = [
+        "diverge",
+        str(model),
+        "--dataset",
+        str(small_set.source),
+        "--samples",
+        "1",
+        "--board",
+        "virtual",
+        "--out",
+        str(tmp_path / "run"),
+        "--json",
+    ]
+    assert main(args) == 0
+    assert set(Divergence.load(tmp_path / "run").table.backend) == {"simulator", "board:virtual"}
+    board_file = tmp_path / "boards.toml"
+    board_file.write_text(board_file.read_text().replace(f"port = {sshd.port}", f"port = {free_port()}"))
+    assert main([*args[:-3], "--out", str(tmp_path / "run2"), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["meta"]["partial"]["samples_done"] == 0

@@ -10,12 +10,13 @@ import pandas as pd
 from workbench.board.config import Board
 from workbench.board.ssh import BoardError
 from workbench.compare.divergence import COLUMNS, Divergence, compute_divergence, layer_rows
+from workbench.errors import ToolkitError
 
 
 def board_divergence(
     model, config, calibration, board: Board, samples=None, *, progress: bool = True, batch: int = 4
 ) -> Divergence:
-    """Per-layer divergence of the simulator and of ``board`` (over SSH) against float.
+    """Per-layer divergence of the simulator and of ``board`` (SSH or adb) against float.
 
     Raises:
         BoardError: the board failed; ``err.partial`` holds the Divergence of the samples
@@ -23,7 +24,6 @@ def board_divergence(
     """
     from tqdm.auto import tqdm
 
-    from workbench.runners.board_ssh import SshBoardRunner
     from workbench.runners.float import FloatRunner
 
     samples = samples if samples is not None else calibration.head(4)
@@ -34,14 +34,13 @@ def board_divergence(
     done, error = 0, None
     bar = tqdm(total=len(samples), desc=f"per-layer divergence ({backend})", disable=not progress)
     try:
-        with SshBoardRunner(model, config, calibration, board, batch=batch) as runner:
-            for i, tensors in enumerate(runner.run_many(samples.rows)):
-                rows += layer_rows(
-                    model.tensors, reference.run(samples.rows[i]), tensors, sample=i, backend=backend
-                )
-                done = i + 1
-                bar.update()
-    except BoardError as err:
+        for i, tensors in enumerate(_board_tensors(model, config, calibration, board, samples, batch)):
+            rows += layer_rows(
+                model.tensors, reference.run(samples.rows[i]), tensors, sample=i, backend=backend
+            )
+            done = i + 1
+            bar.update()
+    except (BoardError, ToolkitError) as err:
         error = str(err)
     finally:
         bar.close()
@@ -64,6 +63,23 @@ def board_divergence(
         failure.partial = result
         raise failure
     return result
+
+
+def _board_tensors(model, config, calibration, board: Board, samples, batch: int):
+    """Each sample's tensors from the board: over SSH (board runner) or adb (the toolkit)."""
+    if board.transport == "ssh":
+        from workbench.runners.board_ssh import SshBoardRunner
+
+        with SshBoardRunner(model, config, calibration, board, batch=batch) as runner:
+            yield from runner.run_many(samples.rows)
+        return
+    from workbench.runners.board_adb import AdbBoardRunner
+
+    if not board.serial:
+        raise BoardError(f'Board {board.name!r} (adb) needs serial = "..." in boards.toml.')
+    with AdbBoardRunner(model, config, calibration, board.serial) as runner:
+        for row in samples.rows:
+            yield runner.run(row)
 
 
 def backend_gap(result: Divergence, a: str = "simulator", b: str | None = None) -> pd.DataFrame:
