@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--platform", default="rk3588", help="target platform (default: rk3588)")
     demo.add_argument("--samples", type=int, default=4, help="samples to compare (default: 4)")
     demo.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    demo.add_argument(
+        "--board", help="board from boards.toml for the board step (default: the virtual board)"
+    )
+    demo.add_argument("--no-board", action="store_true", help="skip the board step")
     demo.set_defaults(func=_demo)
 
     check = commands.add_parser(
@@ -117,7 +121,10 @@ def _demo(args: argparse.Namespace) -> int:
         f"quantizing for {args.platform} with {len(calibration)} calibration images, "
         f"comparing {args.samples} samples per layer ..."
     )
-    result = compute_divergence(model, config, calibration, calibration.head(args.samples))
+    samples = calibration.head(args.samples)
+    result = compute_divergence(model, config, calibration, samples)
+    if not args.no_board:
+        result = _demo_board_step(model, config, calibration, samples, args.board) or result
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run = result.save(Path(args.runs_dir) / f"{stamp}-{name}-{args.platform}")
     report = write_report(result, run / "report.html")
@@ -326,6 +333,38 @@ def _support(args: argparse.Namespace) -> int:
     for op, text in matrix.disagreements().items():
         print(f"  {op}: {text}")
     return 0
+
+
+def _demo_board_step(model, config, calibration, samples, board_name: str | None):
+    """The same comparison on a board: the named one, or the virtual board (the simulator
+    behind a real sshd on 127.0.0.1) when none is configured."""
+    from workbench.board.config import get_board
+    from workbench.board.ssh import BoardError
+    from workbench.board.virtual import VirtualBoard, sshd_path
+    from workbench.compare.board import backend_gap, board_divergence
+
+    try:
+        if board_name:
+            result = board_divergence(model, config, calibration, get_board(board_name), samples)
+        elif sshd_path() is None:
+            print("board step skipped: no board configured and no OpenSSH server for the virtual board")
+            return None
+        else:
+            print(
+                "board step: no board configured; using the virtual board (the toolkit's simulator "
+                "behind sshd on 127.0.0.1, standing in for a Rockchip NPU)"
+            )
+            with VirtualBoard(config.target_platform) as board:
+                result = board_divergence(model, config, calibration, board, samples)
+    except BoardError as err:
+        print(f"board step failed (partial run kept): {err}", file=sys.stderr)
+        return err.partial
+    gap = backend_gap(result)
+    print(
+        f"board vs simulator: largest per-layer SQNR gap {gap.sqnr_db_gap.abs().max():.3f} dB "
+        f"over {len(gap)} layers"
+    )
+    return result
 
 
 def _zoo(args: argparse.Namespace) -> int:

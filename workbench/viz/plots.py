@@ -210,3 +210,45 @@ def divergence_overlay(
         value_label=_LABEL[metric],
         title=f"{_LABEL[metric]} per node ({backend} vs float); grey: fused, no own tensor",
     )
+
+
+def gap_figure(result: Divergence, a: str = "simulator", b: str | None = None) -> go.Figure:
+    """Per-layer SQNR of the simulator and the board, and the gap: where the board departs
+    from the simulator (runtime version, fp16 overflow, driver bugs)."""
+    from workbench.compare.board import backend_gap
+
+    gap = backend_gap(result, a, b)
+    b = b or next(x for x in result.table.backend.unique() if x.startswith("board:"))
+    fig = go.Figure()
+    for backend in (a, b):
+        fig.add_trace(
+            go.Scatter(
+                x=gap["index"],
+                y=gap[f"sqnr_db_mean_{backend}"],
+                mode="lines+markers",
+                name=f"{backend} vs float",
+                hovertext=gap.layer,
+                hoverinfo="text+y",
+            )
+        )
+    fig.add_trace(
+        go.Bar(
+            x=gap["index"],
+            y=gap.sqnr_db_gap,
+            name=f"gap ({b} - {a})",
+            yaxis="y2",
+            opacity=0.4,
+            hovertext=gap.layer,
+            hoverinfo="text+y",
+        )
+    )
+    fig.update_layout(
+        title=f"Simulator vs board per layer ({b})",
+        xaxis_title="layer (topological order)",
+        yaxis_title="SQNR (dB)",
+        yaxis2={"title": "gap (dB)", "overlaying": "y", "side": "right"},
+        template="plotly_white",
+        height=420,
+        hovermode="closest",
+    )
+    return fig

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from workbench.compare.divergence import Divergence
-from workbench.viz.plots import heatmap_figure, per_layer_figure
+from workbench.viz.plots import gap_figure, heatmap_figure, per_layer_figure
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -28,6 +28,9 @@ def write_report(result: Divergence, path: str | Path, worst: int = 10) -> Path:
         per_layer_figure(result, "cosine"),
         heatmap_figure(result),
     ]
+    on_board = result.table[result.table.backend.astype(str).str.startswith("board:")]
+    if (on_board.status == "compared").any():
+        figures.insert(1, gap_figure(result, "simulator", on_board.backend.iloc[0]))
     plots = "".join(fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures))
     verdicts = result.first_divergence()
     worst_table = verdicts.nsmallest(worst, "sqnr_db_mean")[
@@ -46,7 +49,7 @@ def write_report(result: Divergence, path: str | Path, worst: int = 10) -> Path:
     model_facts = {k: model.get(k) for k in ("path", "opset", "nodes", "parameters", "inputs", "outputs")}
     body = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>rknn-workbench report: {name}</title><style>{_STYLE}</style></head>
-<body><h1>Per-layer divergence: {name}</h1>
+<body><h1>Per-layer divergence: {name}</h1>{_partial_banner(meta)}{_board_line(meta)}
 <p>Float ONNX (onnxruntime) vs quantized RKNN on the rknn-toolkit2 {version} simulator
 ({html.escape(str(meta.get("mode", "snapshot")))} mode),
 {len(meta.get("samples", []))} sample(s), created {html.escape(str(meta.get("created")))}.
@@ -65,3 +68,27 @@ the error itself; "inherited": its inputs were already bad.)</p>{worst_table}
         f.write(body)
     os.replace(tmp, path)
     return path
+
+
+def _partial_banner(meta: dict) -> str:
+    partial = meta.get("partial")
+    if not partial:
+        return ""
+    first_line = str(partial.get("error", "")).splitlines()[0] if partial.get("error") else ""
+    return (
+        "<p style='background:#ffebee;border:2px solid #c62828;padding:8px'><b>PARTIAL RUN</b>: "
+        f"{html.escape(str(partial.get('backend')))} ran {partial.get('samples_done')} of "
+        f"{partial.get('samples')} samples. {html.escape(first_line)}</p>"
+    )
+
+
+def _board_line(meta: dict) -> str:
+    board = meta.get("board")
+    if not board:
+        return ""
+    kind = (
+        "a virtual board (the simulator behind sshd on 127.0.0.1)" if board.get("virtual") else "a real board"
+    )
+    name, platform = html.escape(str(board.get("name"))), html.escape(str(board.get("platform")))
+    transport = html.escape(str(board.get("transport")))
+    return f"<p>Board backend: <b>{name}</b> ({platform}, over {transport}), {kind}.</p>"
