@@ -180,3 +180,31 @@ def test_cli_exit_code(tmp_path, monkeypatch, capsys):
     assert main(["board", "doctor", "--adb", adb]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] rknn_server" in out and "board NOT ready" in out
+
+
+def test_connect_board(tmp_path, monkeypatch):
+    from workbench.board.doctor import connect_board
+    from workbench.errors import WorkbenchError
+
+    adb = _scenario(
+        tmp_path,
+        monkeypatch,
+        first=[
+            [r"^connect 192.168.1.20:5555$", 0, "connected to 192.168.1.20:5555"],
+            [r"^connect 10.0.0.9:5555$", 1, "failed to connect to 10.0.0.9:5555"],
+        ],
+    )
+    assert connect_board("192.168.1.20", adb) == "192.168.1.20:5555"
+    with pytest.raises(WorkbenchError, match="could not connect to 10.0.0.9:5555"):
+        connect_board("10.0.0.9:5555", adb)
+
+
+def test_rknn_server_crash_reported_by_the_toolkit_points_to_the_doctor():
+    from workbench.rknn.session import board_hint
+
+    crashed = (
+        "E RKNNAPI: rknn_init,  server connect fail!  ret = -9(ERROR_PIPE)!\n"
+        "E init_runtime: The rknn_server on the concected device is abnormal, please start the rknn_server"
+    )
+    assert "board doctor" in board_hint(crashed)
+    assert board_hint("E build: Meet unsupported conv") == ""

@@ -299,6 +299,24 @@ def _dump_folder(adb: Adb, report, device, platform, dump_folder) -> Check:
     return Check("dump folder", True, f"{folder} writable, {free_mb if free_mb is not None else '?'} MB free")
 
 
+def connect_board(address: str, adb: str | Path | None = None, timeout: float = 15) -> str:
+    """`adb connect` a network board (``IP`` or ``IP:PORT``, port 5555 by default); returns
+    the serial to use as device_id."""
+    serial = address if ":" in address else f"{address}:5555"
+    code, out = Adb(adb, None, timeout).run("connect", serial)
+    if (
+        code != 0
+        or not re.search(r"\b(connected|already connected)\b", out)
+        or "cannot" in out
+        or "failed" in out
+    ):
+        raise WorkbenchError(
+            f"adb could not connect to {serial}: {out[:200]}. Check the address, that the board is on "
+            "the network and that adbd listens on TCP (on the board: setprop service.adb.tcp.port 5555)."
+        )
+    return serial
+
+
 def restart_rknn_server(adb: str | Path | None = None, device: str | None = None) -> str:
     """Kill and restart rknn_server on the board; returns its new pid."""
     runner = Adb(adb, device)

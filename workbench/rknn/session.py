@@ -30,6 +30,17 @@ def clean_log(text: str) -> str:
     return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines())
 
 
+_BOARD_TROUBLE = ("ERROR_PIPE", "rknn_server", "Connect to Device", "device offline", "not found", "adb")
+
+
+def board_hint(log: str) -> str:
+    """A pointer to the board doctor when the toolkit's error is about the board link."""
+    errors = " ".join(toolkit_errors(log))
+    if any(word in errors for word in _BOARD_TROUBLE):
+        return "This is the board link (adb / rknn_server): run `rknn-workbench board doctor` for the fix.\n"
+    return ""
+
+
 def toolkit_errors(log: str) -> list[str]:
     """The toolkit's own error lines ("E build: ...") from a log slice."""
     return [line for line in clean_log(log).splitlines() if line.startswith("E ")]
@@ -93,7 +104,7 @@ class ToolkitSession:
             said = "\n".join(toolkit_errors(log)[-8:]) or clean_log(log).strip()[-1500:]
             raise ToolkitError(
                 f"rknn-toolkit2 {cmd} failed: {reply['error']}\nThe toolkit said:\n{said}\n"
-                f"Full log: {self._keep_log()}"
+                f"{board_hint(log)}Full log: {self._keep_log()}"
             )
         return reply["result"], log
 
