@@ -24,10 +24,11 @@ from workbench.preprocess import Preprocess, load_sample
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession, clean_log
 from workbench.rknn.snapshot import Snapshot, read_snapshot
+from workbench.runners._toolkit import ToolkitRunner
 from workbench.runners.markall import build_marked, match_outputs
 
 
-class AdbBoardRunner:
+class AdbBoardRunner(ToolkitRunner):
     """Run ``model`` on the board ``device_id`` (an adb serial or IP:5555)."""
 
     def __init__(
@@ -40,25 +41,23 @@ class AdbBoardRunner:
         mode: str = "mark-all",
         timeout: float | None = 1800,
     ):
-        self.model, self.config, self.device_id, self.mode = model, config, device_id, mode
+        self.device_id, self.mode = device_id, mode
         self.backend = f"board:{device_id}"
-        self.session = ToolkitSession(timeout=timeout)
-        try:
-            if mode == "mark-all":
-                self.output_names, _, self.build_log = build_marked(self.session, model, config, calibration)
-            else:
-                dataset = calibration.write_list(self.session.workdir / "dataset.txt")
-                self.session.call(
-                    "build",
-                    model_path=str(model.save(self.session.workdir / "model.onnx")),
-                    config=config.toolkit_kwargs(model.inputs),
-                    dataset=str(dataset),
-                    do_quantization=config.do_quantization,
-                )
-            self.session.call("init_runtime", target=config.target_platform, device_id=device_id)
-        except BaseException:
-            self.session.close()
-            raise
+        super().__init__(model, config, calibration, timeout=timeout)
+
+    def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
+        if self.mode == "mark-all":
+            self.output_names, _, self.build_log = build_marked(self.session, model, config, calibration)
+        else:
+            dataset = calibration.write_list(self.session.workdir / "dataset.txt")
+            self.session.call(
+                "build",
+                model_path=str(model.save(self.session.workdir / "model.onnx")),
+                config=config.toolkit_kwargs(model.inputs),
+                dataset=str(dataset),
+                do_quantization=config.do_quantization,
+            )
+        self.session.call("init_runtime", target=config.target_platform, device_id=self.device_id)
 
     def analyse(self, row: Sequence[Path]) -> Snapshot:
         """Simulator and board tensors plus the toolkit's error table (with runtime columns)."""
@@ -106,15 +105,6 @@ class AdbBoardRunner:
         """eval_memory(): total and model memory in MiB."""
         _, log = self.session.call("board_report", what="eval_memory")
         return parse_eval_memory(clean_log(log))
-
-    def close(self) -> None:
-        self.session.close()
-
-    def __enter__(self) -> AdbBoardRunner:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def list_boards() -> list[str]:

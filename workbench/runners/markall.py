@@ -23,31 +23,12 @@ from workbench.preprocess import Preprocess, load_sample
 from workbench.rknn.buildlog import parse_feature_tensors
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession, clean_log
+from workbench.runners._toolkit import ToolkitRunner
 from workbench.runners.float import _with_outputs
 
 
-class MarkAllRunner:
+class MarkAllRunner(ToolkitRunner):
     """Build ``model`` twice (plain, then with its layer boundaries marked) and run samples."""
-
-    backend = "simulator"
-
-    def __init__(
-        self,
-        model: OnnxModel,
-        config: BuildConfig,
-        calibration: CalibrationSet,
-        workdir: str | Path | None = None,
-        timeout: float | None = None,
-    ):
-        self.model = model
-        self.config = config
-        self.session = ToolkitSession(workdir, timeout=timeout)
-        self.workdir = self.session.workdir
-        try:
-            self._build(model, config, calibration)
-        except BaseException:  # a failed build must not leave a worker process behind
-            self.session.close()
-            raise
 
     def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
         self.output_names, self.boundaries, self.build_log = build_marked(
@@ -67,15 +48,6 @@ class MarkAllRunner:
             arrays = [data[f"arr_{i}"] for i in range(result["count"])]
         out.unlink()
         return match_outputs(self.output_names, arrays, self.build_log, self.model)
-
-    def close(self) -> None:
-        self.session.close()
-
-    def __enter__(self) -> MarkAllRunner:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def build_marked(

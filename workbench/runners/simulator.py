@@ -15,35 +15,16 @@ import numpy as np
 from workbench.datasets import CalibrationSet
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
-from workbench.rknn.session import ToolkitSession
 from workbench.rknn.snapshot import Snapshot, read_snapshot
+from workbench.runners._toolkit import ToolkitRunner
 
 
-class SimulatorRunner:
+class SimulatorRunner(ToolkitRunner):
     """Build ``model`` with ``config`` on ``calibration`` and run samples on the simulator.
 
     The toolkit runs in a child process (see ToolkitSession): a toolkit crash raises
     ToolkitError here and leaves the caller alive. Close it, or use it as a context manager.
     """
-
-    backend = "simulator"
-
-    def __init__(
-        self,
-        model: OnnxModel,
-        config: BuildConfig,
-        calibration: CalibrationSet,
-        workdir: str | Path | None = None,
-        timeout: float | None = None,
-    ):
-        self.model = model
-        self.session = ToolkitSession(workdir, timeout=timeout)
-        self.workdir = self.session.workdir
-        try:
-            self._build(model, config, calibration)
-        except BaseException:  # a failed build must not leave a worker process behind
-            self.session.close()
-            raise
 
     def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
         model_path = model.save(self.workdir / "model.onnx")
@@ -70,12 +51,3 @@ class SimulatorRunner:
     def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
         self.last_snapshot = self.analyse(row)
         return self.last_snapshot.simulator
-
-    def close(self) -> None:
-        self.session.close()
-
-    def __enter__(self) -> SimulatorRunner:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
