@@ -142,6 +142,49 @@ def quant_params(state: _State, model_path: str, config: dict, dataset: str) -> 
     return {"cfg": os.path.abspath(found[-1])}
 
 
+def hybrid_step1(state: _State, model_path: str, config: dict, dataset: str) -> dict:
+    """hybrid_quantization_step1: writes <model>.model/.data/.quantization.cfg into the
+    current folder (the session's own)."""
+    from rknn.api import RKNN
+
+    rknn = RKNN(verbose=False)
+    try:
+        _check(rknn.config(**config), "rknn.config()")
+        _check(rknn.load_onnx(model=model_path), "rknn.load_onnx()")
+        _check(rknn.hybrid_quantization_step1(dataset=dataset), "rknn.hybrid_quantization_step1()")
+    finally:
+        rknn.release()
+    stem = os.path.splitext(os.path.basename(model_path))[0]
+    files = {k: os.path.abspath(f"{stem}.{k}") for k in ("model", "data")}
+    files["cfg"] = os.path.abspath(f"{stem}.quantization.cfg")
+    return files
+
+
+def hybrid_step2(state: _State, model: str, data: str, cfg: str, float_layers: list[str]) -> dict:
+    """hybrid_quantization_step2 with ``float_layers`` kept in float16; the result is the
+    session's model for inference()."""
+    import yaml
+    from rknn.api import RKNN
+
+    with open(cfg) as f:
+        settings = yaml.safe_load(f)
+    settings["custom_quantize_layers"] = {name: "float16" for name in float_layers}
+    variant = f"{os.path.splitext(cfg)[0]}.variant.cfg"
+    with open(variant, "w") as f:
+        yaml.safe_dump(settings, f, sort_keys=False)
+    if state.rknn is not None:
+        state.rknn.release()
+    state.rknn = RKNN(verbose=False)
+    state.runtime_ready = False
+    _check(
+        state.rknn.hybrid_quantization_step2(
+            model_input=model, data_input=data, model_quantization_cfg=variant
+        ),
+        "rknn.hybrid_quantization_step2()",
+    )
+    return {}
+
+
 HANDLERS = {
     "build": build,
     "accuracy_analysis": accuracy_analysis,
@@ -150,6 +193,8 @@ HANDLERS = {
     "init_runtime": init_runtime,
     "board_report": board_report,
     "list_devices": list_devices,
+    "hybrid_step1": hybrid_step1,
+    "hybrid_step2": hybrid_step2,
 }
 
 

@@ -1,0 +1,1 @@
+"""Fixing accuracy loss: per-layer sensitivity to quantization (hybrid quantization)."""
