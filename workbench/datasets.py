@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import DatasetError, ZooError
-from workbench.preprocess import Preprocess, load_sample
+from workbench.preprocess import Preprocess, load_row
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,18 +138,9 @@ class CalibrationSet:
         preprocess: Mapping[str, Preprocess] | Preprocess,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Yield each sample as model-ready arrays, exactly as the toolkit preprocesses them."""
-        names = list(input_shapes)
-        if self.rows and len(self.rows[0]) != len(names):
-            raise DatasetError(
-                f"Samples of {self.source} have {len(self.rows[0])} file(s) per row, the model "
-                f"has {len(names)} input(s) {names}."
-            )
         for index, row in enumerate(self.rows):
             try:
-                yield {
-                    name: load_sample(p, input_shapes[name], _for_input(preprocess, name))
-                    for name, p in zip(names, row)
-                }
+                yield load_row(row, input_shapes, preprocess)
             except DatasetError as err:
                 raise DatasetError(f"{self.where(index)}: {err}") from None
 
@@ -169,12 +160,6 @@ class CalibrationSet:
             raise DatasetError("The calibration set is empty: give at least one sample.")
         for _ in self.samples(input_shapes, preprocess):
             pass
-
-
-def _for_input(preprocess: Mapping[str, Preprocess] | Preprocess, name: str) -> Preprocess:
-    if isinstance(preprocess, Preprocess):
-        return preprocess
-    return preprocess.get(name, Preprocess())
 
 
 def default_calibration_set() -> CalibrationSet:

@@ -12,7 +12,7 @@ Measured against the toolkit's own golden tensors (tests/test_float_golden.py):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,3 +148,32 @@ def _load_image(path: Path, shape: tuple[int, ...], preprocess: Preprocess) -> n
         raise DatasetError(f"{str(path)!r} has {img.shape[2]} channels, the input expects {channels}.")
     x = img[None] if axis == 3 else img.transpose(2, 0, 1)[None]
     return preprocess.normalise(x, axis)
+
+
+def load_row(
+    row: Sequence[str | Path],
+    input_shapes: Mapping[str, Sequence[int]],
+    preprocess: Mapping[str, Preprocess] | Preprocess,
+    *,
+    normalise: bool = True,
+) -> dict[str, np.ndarray]:
+    """One sample (a dataset.txt row: one file per input, in input order) as ``{input: array}``.
+
+    ``preprocess`` is one Preprocess for every input or a mapping by input name (missing
+    names get none); ``normalise=False`` stops before mean/std, as for ``load_sample``.
+    """
+    names = list(input_shapes)
+    if len(row) != len(names):
+        raise DatasetError(
+            f"Sample {[str(p) for p in row]} has {len(row)} file(s); the model has "
+            f"{len(names)} input(s) {names}."
+        )
+    return {
+        name: load_sample(
+            path,
+            input_shapes[name],
+            preprocess if isinstance(preprocess, Preprocess) else preprocess.get(name, Preprocess()),
+            normalise=normalise,
+        )
+        for name, path in zip(names, row)
+    }

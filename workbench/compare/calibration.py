@@ -95,7 +95,7 @@ def toolkit_quant_params(model, config, calibration, workdir: str | Path | None 
 
     with ToolkitSession(workdir) as session:
         result, _ = session.call(
-            "quant_params",
+            "hybrid_step1",
             model_path=str(model.save(session.workdir / "model.onnx")),
             config=config.toolkit_kwargs(model.inputs),
             dataset=str(calibration.write_list(session.workdir / "dataset.txt")),

@@ -17,12 +17,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from workbench.compare.align import base_name
 from workbench.compare.metrics import tensor_metrics
 from workbench.errors import ToolkitError, WorkbenchError
-from workbench.preprocess import Preprocess, load_sample
 from workbench.rknn.session import ToolkitSession
 from workbench.runners.float import FloatRunner
+from workbench.runners.markall import infer_row
 
 
 class _Worker:
@@ -41,20 +40,7 @@ class _Worker:
 
     def outputs(self, model, config, rows, float_layers: list[str]) -> list[list[np.ndarray]]:
         self.session.call("hybrid_step2", **self.files, float_layers=float_layers)
-        results = []
-        for row in rows:
-            files = []
-            for i, ((name, shape), path) in enumerate(zip(model.inputs.items(), row)):
-                files.append(self.session.workdir / f"input_{i}.npy")
-                np.save(
-                    files[-1],
-                    load_sample(path, shape, config.preprocess.get(name, Preprocess()), normalise=False),
-                )
-            out = self.session.workdir / "outputs.npz"
-            result, _ = self.session.call("inference", inputs=[str(f) for f in files], output_path=str(out))
-            with np.load(out) as data:
-                results.append([data[f"arr_{k}"] for k in range(result["count"])])
-        return results
+        return [infer_row(self.session, model, config, row) for row in rows]
 
 
 def quantized_tensors(cfg_path: str | Path, model) -> list[str]:
@@ -149,6 +135,3 @@ def sensitivity(
     return pd.concat(
         [table.iloc[:1], table.iloc[1:].sort_values("gain_db", ascending=False)], ignore_index=True
     )
-
-
-__all__ = ["base_name", "quantized_tensors", "sensitivity"]

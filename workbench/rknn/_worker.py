@@ -124,24 +124,6 @@ def inference(state: _State, inputs: list[str], output_path: str) -> dict:
     return {"count": len(outputs)}
 
 
-def quant_params(state: _State, model_path: str, config: dict, dataset: str) -> dict:
-    """The quantization parameters the toolkit chooses: hybrid_quantization_step1 writes
-    them as <model>.quantization.cfg (YAML) into the current directory."""
-    from rknn.api import RKNN
-
-    rknn = RKNN(verbose=True)
-    try:
-        _check(rknn.config(**config), "rknn.config()")
-        _check(rknn.load_onnx(model=model_path), "rknn.load_onnx()")
-        _check(rknn.hybrid_quantization_step1(dataset=dataset), "rknn.hybrid_quantization_step1()")
-    finally:
-        rknn.release()
-    found = sorted(glob.glob("*.quantization.cfg"), key=os.path.getmtime)
-    if not found:
-        raise RuntimeError("hybrid_quantization_step1() wrote no .quantization.cfg")
-    return {"cfg": os.path.abspath(found[-1])}
-
-
 def hybrid_step1(state: _State, model_path: str, config: dict, dataset: str) -> dict:
     """hybrid_quantization_step1: writes <model>.model/.data/.quantization.cfg into the
     current folder (the session's own)."""
@@ -189,7 +171,6 @@ HANDLERS = {
     "build": build,
     "accuracy_analysis": accuracy_analysis,
     "inference": inference,
-    "quant_params": quant_params,
     "init_runtime": init_runtime,
     "board_report": board_report,
     "list_devices": list_devices,

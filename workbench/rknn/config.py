@@ -10,28 +10,6 @@ from dataclasses import asdict, dataclass, field
 from workbench.errors import WorkbenchError
 from workbench.preprocess import Preprocess
 
-#: quantized_dtype -> platforms whose build accepts it, measured with rknn-toolkit2 2.5.0
-#: (every platform x dtype built once; rk2118 builds float16 only).
-DTYPE_PLATFORMS = {
-    "w8a8": (
-        "rk3588",
-        "rk3576",
-        "rk3568",
-        "rk3566",
-        "rk3562",
-        "rv1103",
-        "rv1106",
-        "rv1103b",
-        "rv1106b",
-        "rv1126b",
-    ),
-    "w8a16": ("rk3562",),
-    "w16a16i_dfp": ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1103", "rv1106", "rv1126b"),
-    "w4a16": ("rk3576", "rv1126b"),
-}
-ALGORITHMS = ("normal", "kl_divergence", "mmse")
-METHODS = ("channel", "layer")
-
 #: target_platform values rknn-toolkit2 2.5.0 accepts.
 PLATFORMS = (
     "rk3588",
@@ -46,6 +24,17 @@ PLATFORMS = (
     "rv1126b",
     "rk2118",
 )
+
+#: quantized_dtype -> platforms whose build accepts it, measured with rknn-toolkit2 2.5.0
+#: (every platform x dtype built once; rk2118 builds float16 only).
+DTYPE_PLATFORMS = {
+    "w8a8": tuple(p for p in PLATFORMS if p != "rk2118"),
+    "w8a16": ("rk3562",),
+    "w16a16i_dfp": ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rv1103", "rv1106", "rv1126b"),
+    "w4a16": ("rk3576", "rv1126b"),
+}
+ALGORITHMS = ("normal", "kl_divergence", "mmse")
+METHODS = ("channel", "layer")
 
 
 @dataclass(frozen=True)

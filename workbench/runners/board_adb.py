@@ -20,12 +20,11 @@ import pandas as pd
 from workbench.board.outputs import parse_eval_memory, parse_eval_perf, parse_sdk_version
 from workbench.datasets import CalibrationSet
 from workbench.model import OnnxModel
-from workbench.preprocess import Preprocess, load_sample
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession, clean_log
 from workbench.rknn.snapshot import Snapshot, read_snapshot
 from workbench.runners._toolkit import ToolkitRunner
-from workbench.runners.markall import build_marked, match_outputs
+from workbench.runners.markall import build_marked, infer_row, match_outputs
 
 
 class AdbBoardRunner(ToolkitRunner):
@@ -78,17 +77,7 @@ class AdbBoardRunner(ToolkitRunner):
     def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
         if self.mode == "snapshot":
             return self.analyse(row).runtime
-        files = []
-        for i, ((name, shape), path) in enumerate(zip(self.model.inputs.items(), row)):
-            files.append(self.session.workdir / f"input_{i}.npy")
-            np.save(
-                files[-1],
-                load_sample(path, shape, self.config.preprocess.get(name, Preprocess()), normalise=False),
-            )
-        out = self.session.workdir / "outputs.npz"
-        result, _ = self.session.call("inference", inputs=[str(f) for f in files], output_path=str(out))
-        with np.load(out) as data:
-            arrays = [data[f"arr_{i}"] for i in range(result["count"])]
+        arrays = infer_row(self.session, self.model, self.config, row)
         return match_outputs(self.output_names, arrays, self.build_log, self.model)
 
     def sdk_version(self) -> dict[str, str]:

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from workbench.board.config import Board
-from workbench.board.ssh import BoardError, SshTransport
+from workbench.board.ssh import SshTransport
 from workbench.datasets import CalibrationSet
 from workbench.model import OnnxModel
-from workbench.preprocess import Preprocess, load_sample
+from workbench.preprocess import load_row
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession
 from workbench.runners.markall import build_marked, marked_model, match_outputs
@@ -82,7 +82,7 @@ class SshBoardRunner:
                 "config": self.config.toolkit_kwargs(self.model.inputs),
                 "do_quantization": self.config.do_quantization,
             }
-        (job / "settings.json").write_text(json.dumps(settings))
+        self.settings = settings
         self.remote = self.transport.make_temp_dir()
         self.transport.push(job, self.remote)
 
@@ -121,15 +121,10 @@ class SshBoardRunner:
         stage.mkdir()
         names = []
         for k, row in enumerate(chunk):
-            arrays = {
-                name: load_sample(
-                    path, shape, self.config.preprocess.get(name, Preprocess()), normalise=False
-                )
-                for (name, shape), path in zip(self.model.inputs.items(), row)
-            }
+            arrays = load_row(row, self.model.inputs, self.config.preprocess, normalise=False)
             names.append(f"sample_{k}.npz")
             np.savez(stage / names[-1], **arrays)
-        job = json.loads((self.local / "job" / "settings.json").read_text()) | {"samples": names}
+        job = self.settings | {"samples": names}
         (stage / "job.json").write_text(json.dumps(job))
         self.transport.push(stage, self.remote)
         return names
@@ -145,6 +140,3 @@ class SshBoardRunner:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-__all__ = ["BoardError", "SshBoardRunner"]

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from workbench.errors import DatasetError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
-from workbench.preprocess import Preprocess, load_sample
+from workbench.preprocess import Preprocess, load_row
 
 
 class FloatRunner:
@@ -67,24 +67,10 @@ class FloatRunner:
 
     def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
         """Tensors for one sample given as files (one per input), preprocessed like the toolkit."""
-        shapes = self.model.inputs
-        if len(row) != len(shapes):
-            raise DatasetError(
-                f"Sample {[str(p) for p in row]} has {len(row)} file(s); {self.model.name} has "
-                f"{len(shapes)} input(s) {list(shapes)}."
-            )
-        feeds = {
-            name: load_sample(path, shape, _for(self.preprocess, name))
-            for (name, shape), path in zip(shapes.items(), row)
-        }
-        return self.run_arrays(feeds)
+        return self.run_arrays(load_row(row, self.model.inputs, self.preprocess))
 
     def close(self) -> None:
         self.session = None
-
-
-def _for(preprocess, name: str) -> Preprocess:
-    return preprocess if isinstance(preprocess, Preprocess) else preprocess.get(name, Preprocess())
 
 
 def _with_outputs(model: OnnxModel, names: list[str], known) -> onnx.ModelProto:

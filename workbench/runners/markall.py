@@ -19,7 +19,7 @@ from workbench.compare.align import base_name
 from workbench.datasets import CalibrationSet
 from workbench.errors import ToolkitError
 from workbench.model import OnnxModel
-from workbench.preprocess import Preprocess, load_sample
+from workbench.preprocess import load_row
 from workbench.rknn.buildlog import parse_feature_tensors
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession, clean_log
@@ -37,17 +37,27 @@ class MarkAllRunner(ToolkitRunner):
 
     def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
         """Boundary tensors (ONNX names) of one sample, dequantized to float32."""
-        files = []
-        for i, ((name, shape), path) in enumerate(zip(self.model.inputs.items(), row)):
-            raw = load_sample(path, shape, self.config.preprocess.get(name, Preprocess()), normalise=False)
-            files.append(self.workdir / f"input_{i}.npy")
-            np.save(files[-1], raw)
-        out = self.workdir / "outputs.npz"
-        result, _ = self.session.call("inference", inputs=[str(f) for f in files], output_path=str(out))
-        with np.load(out) as data:
-            arrays = [data[f"arr_{i}"] for i in range(result["count"])]
-        out.unlink()
+        arrays = infer_row(self.session, self.model, self.config, row)
         return match_outputs(self.output_names, arrays, self.build_log, self.model)
+
+
+def infer_row(session: ToolkitSession, model: OnnxModel, config: BuildConfig, row: Sequence[Path]) -> list:
+    """The session's model run on one sample with ``inference()``: every output, in order.
+
+    The raw pixels go in (an RKNN model applies mean/std itself), as .npy files in the
+    ONNX layout.
+    """
+    raw = load_row(row, model.inputs, config.preprocess, normalise=False)
+    files = []
+    for i, array in enumerate(raw.values()):
+        files.append(session.workdir / f"input_{i}.npy")
+        np.save(files[-1], array)
+    out = session.workdir / "outputs.npz"
+    result, _ = session.call("inference", inputs=[str(f) for f in files], output_path=str(out))
+    with np.load(out) as data:
+        arrays = [data[f"arr_{i}"] for i in range(result["count"])]
+    out.unlink()
+    return arrays
 
 
 def build_marked(
