@@ -297,11 +297,13 @@ def _fix_input_shapes(proto: ModelProto, shapes: Mapping[str, Sequence[int]], wh
         if given is None:
             if None in current:
                 shown = [d.dim_param or "?" if v is None else v for d, v in zip(dims, current)]
-                example = [v if v is not None else 1 for v in current]
+                # batch 1; 640 stands for "your real size" in the spatial axes
+                example = [v if v is not None else (1 if i == 0 else 640) for i, v in enumerate(current)]
+                dims = ",".join(map(str, example))
                 raise InputShapeError(
                     f"Input {inp.name!r} of {where} has dynamic dimensions {shown}; the NPU "
-                    f"needs a fixed shape. Pass one, e.g. input_shapes={{{inp.name!r}: "
-                    f"{example}}} (use your real height and width)."
+                    f"needs a fixed shape. Pass one, e.g. input_shapes={{{inp.name!r}: {example}}} "
+                    f"in Python or --input-shape {inp.name}:{dims} on the command line (use your real sizes)."
                 )
             continue
         given = [int(v) for v in given]
