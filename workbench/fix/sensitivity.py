@@ -1,54 +1,19 @@
 """Per-layer sensitivity: how much of the model output's accuracy each quantized layer
-costs, measured by keeping only that layer in float16 (the toolkit's hybrid quantization).
+costs, through the toolkit's hybrid quantization.
 
-One ``hybrid_quantization_step1`` gives the quantized tensors and their parameters; each
-candidate is then one ``hybrid_quantization_step2`` with that tensor in
-``custom_quantize_layers`` and one simulator inference per sample. Candidates run in
-parallel toolkit workers.
+Two views, each one hybrid build per candidate:
+- "float16": only that layer kept in float16, the rest int8 (gain over all-int8);
+- "quantized": only that layer quantized, the rest float16 (loss from all-float16).
 """
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
-import yaml
 
-from workbench.compare.metrics import tensor_metrics
-from workbench.errors import ToolkitError, WorkbenchError
-from workbench.rknn.session import ToolkitSession
-from workbench.runners.float import FloatRunner
-from workbench.runners.markall import infer_row
+from workbench.errors import WorkbenchError
+from workbench.fix.evaluate import Score, SweepJob, evaluate, prepare_job, quantized_candidates
 
-
-class _Worker:
-    """One toolkit session that has run step1 and can score any float16 layer set."""
-
-    def __init__(self, model, config, calibration):
-        self.session = ToolkitSession(timeout=1800)
-        folder = self.session.workdir
-        dataset = calibration.write_list(folder / "dataset.txt")
-        self.files, _ = self.session.call(
-            "hybrid_step1",
-            model_path=str(model.save(folder / "model.onnx")),
-            config=config.toolkit_kwargs(model.inputs),
-            dataset=str(dataset),
-        )
-
-    def outputs(self, model, config, rows, float_layers: list[str]) -> list[list[np.ndarray]]:
-        self.session.call("hybrid_step2", **self.files, float_layers=float_layers)
-        return [infer_row(self.session, model, config, row) for row in rows]
-
-
-def quantized_tensors(cfg_path: str | Path, model) -> list[str]:
-    """ONNX tensors the toolkit quantizes (int8 in the .quantization.cfg), in graph order."""
-    params = yaml.safe_load(Path(cfg_path).read_text()).get("quantize_parameters") or {}
-    known = {t.name for t in model.tensors if t.producer}
-    found = {name for name, p in params.items() if p.get("scale") and name in known}
-    return [t.name for t in model.tensors if t.name in found]
+VIEWS = ("float16", "quantized", "both")
 
 
 def sensitivity(
@@ -57,81 +22,113 @@ def sensitivity(
     calibration,
     samples=None,
     *,
-    candidates: list[str] | None = None,
+    candidates: list[str] | int | None = None,
+    view: str = "float16",
+    executor=None,
     jobs: int = 2,
     progress: bool = True,
+    cache: bool = True,
 ) -> pd.DataFrame:
-    """Output SQNR with each candidate tensor alone kept in float16, ranked by the gain over
-    the all-int8 model. A candidate the toolkit fails on is recorded with its error.
+    """Ranked table of the candidates' effect on the model output (vs the float model).
 
-    Returns columns: layer, op_type, output_sqnr_db, gain_db, error; the first row is the
-    all-int8 baseline (layer None).
+    Args:
+        samples: rows scored per build (default: the first 2 of ``calibration``).
+        candidates: tensor names; an int N picks the N layers where the float-vs-int8
+            divergence run sees the largest local SQNR drop; None takes every quantized one.
+        view: "float16", "quantized" or "both" (see the module doc).
+        executor: None (``jobs`` local toolkit processes) or a dask.distributed Client.
+        cache: reuse and keep scores under the cache (an interrupted sweep resumes).
+
+    Returns columns layer, op_type, output_sqnr_db, output_cosine, gain_db, cycles, error
+    (and, with the "quantized" view, quantized_sqnr_db, loss_db), ranked by the gain (or the
+    loss); the first rows are the baselines (layer None): all int8, and all float16 for the
+    "quantized" view. ``table.attrs`` holds the target layers and the sweep key.
     """
-    from tqdm.auto import tqdm
-
+    if view not in VIEWS:
+        raise WorkbenchError(f"view must be one of {VIEWS}, not {view!r}.")
     samples = samples if samples is not None else calibration.head(2)
-    reference = FloatRunner(model, config.preprocess, keep=list(model.outputs))
-    expected = [[reference.run(row)[name] for name in model.outputs] for row in samples.rows]
-    local = threading.local()
-    workers: list[_Worker] = []
-    lock = threading.Lock()
-
-    def worker() -> _Worker:
-        if getattr(local, "worker", None) is None:
-            local.worker = _Worker(model, config, calibration)
-            with lock:
-                workers.append(local.worker)
-        return local.worker
-
-    def score(layers: list[str]) -> tuple[float, str]:
-        try:
-            got = worker().outputs(model, config, samples.rows, layers)
-        except ToolkitError as err:
-            local.worker = None  # a failed step2 may leave the toolkit unusable: fresh worker next
-            return float("nan"), str(err).splitlines()[0]
-        sqnr = [
-            min(tensor_metrics(e, g)["sqnr_db"] for e, g in zip(exp, out)) for exp, out in zip(expected, got)
-        ]
-        return float(np.mean(sqnr)), ""
-
-    try:
-        baseline, error = score([])
-        if error:
-            raise WorkbenchError(f"The all-int8 model could not be built for the sensitivity sweep: {error}")
-        known = quantized_tensors(workers[0].files["cfg"], model)
-        if candidates is None:
-            candidates = known
-        unknown = [c for c in candidates if c not in known]
-        if unknown:
-            raise WorkbenchError(
-                f"Layers {unknown[:5]} are not quantized tensors of {model.name}; candidates "
-                f"are tensor names such as {known[:3]}."
-            )
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            scores = list(
-                tqdm(
-                    pool.map(lambda c: score([c]), candidates),
-                    total=len(candidates),
-                    desc="sensitivity",
-                    disable=not progress,
-                )
-            )
-    finally:
-        for w in workers:
-            w.session.close()
+    job = prepare_job(model, config, calibration, samples)
+    known = quantized_candidates(job)
+    chosen = pick_candidates(job, known, candidates)
+    all_fp16 = tuple(sorted(known))
+    sets: list[tuple[str, ...]] = [()]
+    if view in ("float16", "both"):
+        sets += [(c,) for c in chosen]
+    if view in ("quantized", "both"):
+        sets += [all_fp16, *[_all_but(known, c) for c in chosen]]
+    scores = dict(zip(sets, evaluate(job, sets, executor or _local(jobs), progress=progress and "sensitivity", cache=cache)))
+    base = scores[()]
+    if base.error:
+        raise WorkbenchError(f"The all-int8 model could not be built for the sensitivity sweep: {base.error}")
     ops = {t.name: t.op_type for t in model.tensors}
-    rows = [{"layer": None, "op_type": "(all int8)", "output_sqnr_db": baseline, "gain_db": 0.0, "error": ""}]
-    for layer, (value, err) in zip(candidates, scores):
-        rows.append(
-            {
-                "layer": layer,
-                "op_type": ops.get(layer),
-                "output_sqnr_db": value,
-                "gain_db": value - baseline,
-                "error": err,
-            }
-        )
+    rows = [_row(None, "(all int8)", base, base)]
+    if view in ("quantized", "both"):
+        rows.append(_row(None, "(all float16)", scores[all_fp16], base))
+    for c in chosen:
+        row = _row(c, ops.get(c), scores.get((c,), Score((c,), error="not in this view")), base)
+        if view in ("quantized", "both"):
+            only = scores[_all_but(known, c)]
+            row["quantized_sqnr_db"] = only.sqnr_db
+            row["loss_db"] = scores[all_fp16].sqnr_db - only.sqnr_db
+            row["error"] = row["error"] or only.error
+        rows.append(row)
     table = pd.DataFrame(rows)
-    return pd.concat(
-        [table.iloc[:1], table.iloc[1:].sort_values("gain_db", ascending=False)], ignore_index=True
+    rank = "gain_db" if view != "quantized" else "loss_db"
+    table = pd.concat(
+        [table[table.layer.isna()], table[table.layer.notna()].sort_values(rank, ascending=False)],
+        ignore_index=True,
     )
+    table.attrs.update(key=job.key, view=view, quantized=known)
+    return table
+
+
+def pick_candidates(job: SweepJob, known: list[str], candidates: list[str] | int | None) -> list[str]:
+    """Validate the user's candidates (names or a count) against the quantized tensors."""
+    if candidates is None:
+        return list(known)
+    if isinstance(candidates, int):
+        if candidates < 1:
+            raise WorkbenchError(f"candidates={candidates}: give a positive count, a list of names, or None.")
+        return largest_local_drop(job, known, candidates)
+    unknown = [c for c in candidates if c not in known]
+    if unknown:
+        raise WorkbenchError(
+            f"Layers {unknown[:5]} are not quantized tensors of {job.model.name}; candidates "
+            f"are tensor names such as {known[:3]} (see table.attrs['quantized'] or "
+            "workbench.fix.evaluate.quantized_candidates)."
+        )
+    return list(dict.fromkeys(candidates))
+
+
+def largest_local_drop(job: SweepJob, known: list[str], count: int) -> list[str]:
+    """The ``count`` quantized layers whose own SQNR drop (below their inputs') is largest
+    in one float-vs-int8 divergence run: where error is made, not where it is inherited."""
+    from workbench.compare.divergence import compute_divergence
+
+    run = compute_divergence(job.model, job.config, job.calibration, job.samples, progress=False)
+    table = run.first_divergence()
+    table = table[table.layer.isin(set(known))]
+    drop = (table.upstream_sqnr_db.clip(upper=100.0) - table.sqnr_db_mean).sort_values(ascending=False)
+    return list(table.loc[drop.index[:count], "layer"])
+
+
+def _row(layer, op_type, score: Score, base: Score) -> dict:
+    return {
+        "layer": layer,
+        "op_type": op_type,
+        "output_sqnr_db": score.sqnr_db,
+        "output_cosine": score.cosine,
+        "gain_db": score.sqnr_db - base.sqnr_db,
+        "cycles": score.cycles,
+        "error": score.error,
+    }
+
+
+def _all_but(known: list[str], layer: str) -> tuple[str, ...]:
+    return tuple(sorted(k for k in known if k != layer))
+
+
+def _local(jobs: int):
+    from workbench.fix.executor import LocalExecutor
+
+    return LocalExecutor(jobs)

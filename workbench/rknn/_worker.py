@@ -45,16 +45,27 @@ def build(
     do_quantization: bool,
     rknn_path: str | None = None,
     verbose: bool = True,
+    float_layers: list[str] | None = None,
+    auto_hybrid: bool = False,
 ) -> dict:
+    """The session's model: a plain build, ``build(auto_hybrid=True)``, or (with
+    ``float_layers``) hybrid quantization step1 + step2 with those tensors in float16."""
     from rknn.api import RKNN
 
-    if state.rknn is not None:
-        state.rknn.release()
-    state.rknn = RKNN(verbose=verbose)
-    state.runtime_ready = False
-    _check(state.rknn.config(**config), "rknn.config()")
-    _check(state.rknn.load_onnx(model=model_path), "rknn.load_onnx()")
-    _check(state.rknn.build(do_quantization=do_quantization, dataset=dataset), "rknn.build()")
+    if float_layers:
+        files = hybrid_step1(state, model_path, config, dataset)
+        hybrid_step2(state, **files, float_layers=float_layers, verbose=verbose)
+    else:
+        if state.rknn is not None:
+            state.rknn.release()
+        state.rknn = RKNN(verbose=verbose)
+        state.runtime_ready = False
+        _check(state.rknn.config(**config), "rknn.config()")
+        _check(state.rknn.load_onnx(model=model_path), "rknn.load_onnx()")
+        _check(
+            state.rknn.build(do_quantization=do_quantization, dataset=dataset, auto_hybrid=auto_hybrid),
+            "rknn.build()",
+        )
     if rknn_path:
         _check(state.rknn.export_rknn(rknn_path), "rknn.export_rknn()")
     return {}
@@ -142,9 +153,11 @@ def hybrid_step1(state: _State, model_path: str, config: dict, dataset: str) -> 
     return files
 
 
-def hybrid_step2(state: _State, model: str, data: str, cfg: str, float_layers: list[str]) -> dict:
+def hybrid_step2(
+    state: _State, model: str, data: str, cfg: str, float_layers: list[str], verbose: bool = False
+) -> dict:
     """hybrid_quantization_step2 with ``float_layers`` kept in float16; the result is the
-    session's model for inference()."""
+    session's model for inference(). Verbose prints the compiled layer table (cycles)."""
     import yaml
     from rknn.api import RKNN
 
@@ -156,7 +169,7 @@ def hybrid_step2(state: _State, model: str, data: str, cfg: str, float_layers: l
         yaml.safe_dump(settings, f, sort_keys=False)
     if state.rknn is not None:
         state.rknn.release()
-    state.rknn = RKNN(verbose=False)
+    state.rknn = RKNN(verbose=verbose)
     state.runtime_ready = False
     _check(
         state.rknn.hybrid_quantization_step2(

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from workbench.errors import WorkbenchError
 from workbench.preprocess import Preprocess
@@ -43,6 +44,9 @@ class BuildConfig:
 
     ``preprocess`` maps model input names to their :class:`Preprocess`; it becomes the
     toolkit's ``mean_values``/``std_values``/``quant_img_RGB2BGR`` in input order.
+    ``float_layers`` (tensor names) are kept in float16 by hybrid quantization;
+    ``auto_hybrid`` lets the toolkit choose them itself (``build(auto_hybrid=True)``) until
+    each layer's cosine reaches ``auto_hybrid_cos_thresh``.
     Invalid combinations raise ConfigError here, before any build.
     """
 
@@ -53,8 +57,18 @@ class BuildConfig:
     quantized_method: str = "channel"
     optimization_level: int = 3
     preprocess: Mapping[str, Preprocess] = field(default_factory=dict)
+    float_layers: tuple[str, ...] = ()
+    auto_hybrid: bool = False
+    auto_hybrid_cos_thresh: float = 0.98
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "float_layers", tuple(self.float_layers))
+        if (self.float_layers or self.auto_hybrid) and not self.do_quantization:
+            raise ConfigError("float_layers and auto_hybrid mix float16 into a quantized model: they need do_quantization=True.")
+        if self.float_layers and self.auto_hybrid:
+            raise ConfigError("Give float_layers (your own hybrid choice) or auto_hybrid (the toolkit's), not both.")
+        if not 0.0 < self.auto_hybrid_cos_thresh <= 1.0:
+            raise ConfigError(f"auto_hybrid_cos_thresh is a cosine in (0, 1], not {self.auto_hybrid_cos_thresh!r}.")
         _one_of("target_platform", self.target_platform, PLATFORMS)
         _one_of("quantized_algorithm", self.quantized_algorithm, ALGORITHMS)
         _one_of("quantized_method", self.quantized_method, METHODS)
@@ -114,9 +128,34 @@ class BuildConfig:
             kwargs["std_values"] = [_per_channel(p.std, c, 1.0) for p, c in zip(pre, channels)]
         return kwargs
 
+    def build_args(self, inputs: Mapping[str, Sequence[int]], dataset: str | Path) -> dict:
+        """Keyword arguments of the toolkit worker's ``build`` command for this config."""
+        config = self.toolkit_kwargs(inputs)
+        if self.auto_hybrid:
+            config["auto_hybrid_cos_thresh"] = self.auto_hybrid_cos_thresh
+        return {
+            "config": config,
+            "dataset": str(dataset) if self.do_quantization else None,
+            "do_quantization": self.do_quantization,
+            "float_layers": list(self.float_layers),
+            "auto_hybrid": self.auto_hybrid,
+        }
+
+    @property
+    def variant(self) -> str:
+        """Short label of the quantization variant: int8, hybrid (n float16), auto_hybrid, float."""
+        if not self.do_quantization:
+            return "float16"
+        if self.auto_hybrid:
+            return f"auto_hybrid (cos {self.auto_hybrid_cos_thresh})"
+        if self.float_layers:
+            return f"hybrid ({len(self.float_layers)} float16)"
+        return self.quantized_dtype
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["preprocess"] = {k: asdict(v) for k, v in self.preprocess.items()}
+        d["float_layers"] = list(self.float_layers)
         return d
 
     @classmethod

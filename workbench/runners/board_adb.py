@@ -52,9 +52,7 @@ class AdbBoardRunner(ToolkitRunner):
             self.session.call(
                 "build",
                 model_path=str(model.save(self.session.workdir / "model.onnx")),
-                config=config.toolkit_kwargs(model.inputs),
-                dataset=str(dataset),
-                do_quantization=config.do_quantization,
+                **config.build_args(model.inputs, dataset),
             )
         self.session.call("init_runtime", target=config.target_platform, device_id=self.device_id)
 

@@ -24,7 +24,7 @@ from workbench.board.ssh import SshTransport
 from workbench.datasets import CalibrationSet
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
-from workbench.rknn.config import BuildConfig
+from workbench.rknn.config import BuildConfig, ConfigError
 from workbench.rknn.session import ToolkitSession
 from workbench.runners.markall import build_marked, marked_model, match_outputs
 
@@ -61,6 +61,11 @@ class SshBoardRunner:
             raise
 
     def _prepare(self, calibration: CalibrationSet) -> None:
+        if self.board.virtual and (self.config.float_layers or self.config.auto_hybrid):
+            raise ConfigError(
+                "The virtual board rebuilds the model with a plain build, so it cannot stand in for a "
+                f"{self.config.variant} model: compare that one on the simulator or a real board."
+            )
         job = self.local / "job"
         job.mkdir()
         with ToolkitSession(timeout=1800) as session:

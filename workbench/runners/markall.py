@@ -71,11 +71,7 @@ def build_marked(
     (exported to ``rknn_path`` if given). Returns the marked output names (graph outputs
     first), the boundaries and the marked build's log. The session stays on the marked model."""
     dataset = calibration.write_list(session.workdir / "dataset.txt")
-    build = {
-        "config": config.toolkit_kwargs(model.inputs),
-        "dataset": str(dataset) if config.do_quantization else None,
-        "do_quantization": config.do_quantization,
-    }
+    build = config.build_args(model.inputs, dataset)
     path = model.save(session.workdir / "model.onnx")
     _, log = session.call("build", model_path=str(path), **build)
     path.unlink()  # built: the toolkit holds its own copy

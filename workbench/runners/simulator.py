@@ -32,9 +32,7 @@ class SimulatorRunner(ToolkitRunner):
         _, self.build_log = self.session.call(
             "build",
             model_path=str(model_path),
-            config=config.toolkit_kwargs(model.inputs),
-            dataset=str(dataset) if config.do_quantization else None,
-            do_quantization=config.do_quantization,
+            **config.build_args(model.inputs, dataset),
         )
         self.last_snapshot: Snapshot | None = None
 

@@ -1,0 +1,234 @@
+"""Score hybrid-quantization choices: the model's output accuracy (vs the float model) and
+its compiled cost, for many sets of float16 layers, in parallel, cached and resumable.
+
+Each task runs ``hybrid_quantization_step1`` once in its own toolkit process, then one
+``hybrid_quantization_step2`` (with the set in ``custom_quantize_layers``) and one
+simulator inference per sample for each set of its batch. Every finished score is appended
+to a JSON-lines file under the cache, keyed by the content of everything it depends on, so
+an interrupted sweep resumes where it stopped and a repeated one costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from workbench.compare.metrics import tensor_metrics
+from workbench.datasets import CalibrationSet
+from workbench.errors import ToolkitError
+from workbench.fix.executor import Executor, as_executor
+from workbench.model import OnnxModel
+from workbench.rknn.buildlog import parse_layer_table
+from workbench.rknn.config import BuildConfig
+from workbench.rknn.session import ToolkitSession
+
+
+@dataclass(frozen=True)
+class Score:
+    """Output accuracy and compiled cost of one set of float16 layers."""
+
+    layers: tuple[str, ...]
+    sqnr_db: float = math.nan  #: mean over samples of the worst output's SQNR
+    cosine: float = math.nan  #: mean over samples of the worst output's cosine
+    cycles: int | None = None  #: the compile table's estimated total cycles
+    error: str = ""  #: the toolkit's failure, if this set could not be built or run
+
+    def meets(self, sqnr_db: float | None, cosine: float | None) -> bool:
+        ok = not self.error
+        if sqnr_db is not None:
+            ok &= self.sqnr_db >= sqnr_db
+        if cosine is not None:
+            ok &= self.cosine >= cosine
+        return bool(ok)
+
+
+@dataclass
+class SweepJob:
+    """What every task needs: the model, settings, calibration, samples and float outputs."""
+
+    model: OnnxModel
+    config: BuildConfig
+    calibration: CalibrationSet
+    samples: CalibrationSet
+    expected: list[list[np.ndarray]] = field(repr=False)
+    key: str = ""
+
+
+def prepare_job(model, config, calibration, samples) -> SweepJob:
+    """The float reference outputs and the content key of a sweep."""
+    from workbench.compare.divergence import run_key
+    from workbench.runners.float import FloatRunner
+
+    config.check_model(model)
+    reference = FloatRunner(model, config.preprocess, keep=list(model.outputs))
+    expected = [[reference.run(row)[name] for name in model.outputs] for row in samples.rows]
+    return SweepJob(model, config, calibration, samples, expected, run_key(model, config, calibration, samples, "sweep"))
+
+
+def score_batch(job: SweepJob, layer_sets: Sequence[Sequence[str]]) -> list[Score]:
+    """One task: step1 once, then each set scored. A toolkit failure on one set is recorded
+    in its Score and the task goes on in a fresh toolkit process."""
+    from workbench.runners.markall import infer_row
+
+    scores: list[Score] = []
+    session = None
+    try:
+        for layers in layer_sets:
+            try:
+                if session is None:
+                    session, files = _step1(job)
+                _, log = session.call("hybrid_step2", **files, float_layers=list(layers), verbose=True)
+                got = [infer_row(session, job.model, job.config, row) for row in job.samples.rows]
+            except ToolkitError as err:
+                if session is not None:
+                    session.close()
+                session = None
+                scores.append(Score(tuple(layers), error=_first_line(err)))
+                continue
+            scores.append(_score(tuple(layers), job.expected, got, log))
+    finally:
+        if session is not None:
+            session.close()
+    return scores
+
+
+def evaluate(
+    job: SweepJob,
+    layer_sets: Iterable[Sequence[str]],
+    executor: Executor | None = None,
+    *,
+    progress: bool | str = True,
+    cache: bool = True,
+) -> list[Score]:
+    """Scores of ``layer_sets`` in the given order; cached ones are read back, the others
+    run on ``executor`` (local workers by default) in batches."""
+    from tqdm.auto import tqdm
+
+    executor = as_executor(executor)
+    wanted = [tuple(sorted(s)) for s in layer_sets]
+    store = SweepStore(job.key) if cache else None
+    known = store.load() if store else {}
+    missing = list(dict.fromkeys(s for s in wanted if s not in known))
+    if missing:
+        desc = progress if isinstance(progress, str) else "hybrid builds"
+        bar = tqdm(total=len(missing), desc=desc, disable=not progress)
+        try:
+            for scores in executor.map_unordered(score_batch, job, _batches(missing, executor.slots)):
+                for score in scores:
+                    known[score.layers] = score
+                    if store:
+                        store.append(score)
+                bar.update(len(scores))
+        finally:
+            bar.close()
+    return [known[s] for s in wanted]
+
+
+def quantized_tensors(cfg_path: str | Path, model: OnnxModel) -> list[str]:
+    """Candidates for float16: ONNX node outputs the toolkit quantizes to the config's
+    activation type (the most common one in the .quantization.cfg), in graph order.
+    Tensors the toolkit folded into constants or keeps wider are left out: step2 refuses
+    them in custom_quantize_layers."""
+    params = yaml.safe_load(Path(cfg_path).read_text()).get("quantize_parameters") or {}
+    known = {t.name for t in model.tensors if t.producer}
+    dtypes = [p.get("dtype") for name, p in params.items() if name in known and p.get("scale")]
+    if not dtypes:
+        return []
+    activation = max(set(dtypes), key=dtypes.count)
+    found = {n for n, p in params.items() if n in known and p.get("scale") and p.get("dtype") == activation}
+    return [t.name for t in model.tensors if t.name in found]
+
+
+def quantized_candidates(job: SweepJob) -> list[str]:
+    """The model's float16 candidates, read from one step1 run (kept with the sweep's cache)."""
+    saved = SweepStore(job.key).path.with_suffix(".candidates.json")
+    if saved.exists():
+        return json.loads(saved.read_text())
+    session, files = _step1(job)
+    try:
+        found = quantized_tensors(files["cfg"], job.model)
+    finally:
+        session.close()
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(found))
+    return found
+
+
+class SweepStore:
+    """Append-only JSON lines of Scores for one sweep key, under the cache."""
+
+    def __init__(self, key: str):
+        from workbench.datasets import cache_dir
+
+        self.path = cache_dir() / "sweeps" / f"{key}.jsonl"
+
+    def load(self) -> dict[tuple[str, ...], Score]:
+        found: dict[tuple[str, ...], Score] = {}
+        if not self.path.exists():
+            return found
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by an interruption
+                continue
+            score = Score(**{**record, "layers": tuple(record["layers"])})
+            found[score.layers] = score
+        return found
+
+    def append(self, score: Score) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = {**score.__dict__, "layers": list(score.layers)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _step1(job: SweepJob) -> tuple[ToolkitSession, dict]:
+    session = ToolkitSession(timeout=1800)
+    try:
+        folder = session.workdir
+        dataset = job.calibration.write_list(folder / "dataset.txt")
+        files, _ = session.call(
+            "hybrid_step1",
+            model_path=str(job.model.save(folder / "model.onnx")),
+            config=job.config.toolkit_kwargs(job.model.inputs),
+            dataset=str(dataset),
+        )
+    except BaseException:
+        session.close()
+        raise
+    return session, files
+
+
+def _score(layers: tuple[str, ...], expected, got, log: str) -> Score:
+    per_sample = [
+        [tensor_metrics(e, g) for e, g in zip(exp, out)] for exp, out in zip(expected, got)
+    ]
+    table = parse_layer_table(log)
+    return Score(
+        layers,
+        sqnr_db=float(np.mean([min(m["sqnr_db"] for m in s) for s in per_sample])),
+        cosine=float(np.mean([min(m["cosine"] for m in s) for s in per_sample])),
+        cycles=int(table.cycles_total.sum()) if len(table) else None,
+    )
+
+
+def _batches(items: list, slots: int) -> list[list]:
+    """Enough batches to keep every slot busy and the progress bar moving, each large
+    enough that its step1 run is worth it."""
+    size = min(16, max(1, math.ceil(len(items) / (slots * 3))))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).splitlines()
+    said = [line for line in lines if ("Error:" in line or line.startswith("E ")) and "Traceback" not in line]
+    return (said[-1] if said else lines[0])[:300]

@@ -1,0 +1,233 @@
+"""Mixed-precision search: the fewest float16 layers that bring the model output to a
+target SQNR or cosine, as a hybrid quantization config the toolkit accepts.
+
+Layers are taken in sensitivity order (largest gain first). Prefixes of that order are
+scored at doubling sizes in parallel (1, 2, 4, ...); bisection then finds the shortest
+prefix meeting the target, and a pruning pass drops any chosen layer the target does not
+need. Every scored configuration is kept in ``trail``, the accuracy-vs-cost points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.errors import WorkbenchError
+from workbench.fix.evaluate import Score, SweepJob, evaluate, prepare_job
+from workbench.fix.executor import as_executor
+from workbench.fix.sensitivity import sensitivity
+from workbench.rknn.config import BuildConfig
+
+
+@dataclass
+class SearchResult:
+    """The search's answer and everything it scored on the way."""
+
+    config: BuildConfig  #: the chosen hybrid config (float_layers set)
+    score: Score  #: its output accuracy and cycles
+    baseline: Score  #: all-int8
+    met: bool  #: False: no config met the target; ``config`` is the best one found
+    target: dict
+    trail: pd.DataFrame  #: every scored config: stage, n_float16, sqnr_db, cosine, cycles, layers
+    ranking: pd.DataFrame  #: the sensitivity table the order came from
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self.config.float_layers
+
+    @property
+    def builds(self) -> int:
+        """Hybrid builds the search scored (sensitivity sweep included)."""
+        return int(self.trail.attrs.get("builds", len(self.trail)))
+
+    def summary(self) -> str:
+        goal = " and ".join(f"{k} >= {v}" for k, v in self.target.items() if v is not None)
+        verdict = "met" if self.met else "NOT met (best found shown)"
+        return (
+            f"target {goal}: {verdict} with {len(self.layers)} float16 layer(s); output SQNR "
+            f"{self.baseline.sqnr_db:.2f} -> {self.score.sqnr_db:.2f} dB, cosine "
+            f"{self.baseline.cosine:.5f} -> {self.score.cosine:.5f}, cycles "
+            f"{self.baseline.cycles} -> {self.score.cycles}"
+        )
+
+    def pareto(self) -> pd.DataFrame:
+        """The trail's configs no other beats on both accuracy and cycles."""
+        ok = self.trail[self.trail.error == ""].sort_values(["cycles", "sqnr_db"], ascending=[True, False])
+        front, best = [], float("-inf")
+        for i, row in ok.iterrows():
+            if row.sqnr_db > best:
+                front.append(i)
+                best = row.sqnr_db
+        return ok.loc[front]
+
+    def export(self, folder: str | Path, model, calibration) -> Path:
+        """Build the chosen config and write what the toolkit's hybrid flow produces:
+        ``<model>.quantization.cfg`` (custom_quantize_layers filled in), ``.model``,
+        ``.data``, the built ``.rknn``, and ``search.json``. Written into a temporary
+        folder first: an earlier export in ``folder`` survives a failed build."""
+        from workbench.rknn.session import ToolkitSession
+
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+        stem = model.name.replace(" ", "_")
+        try:
+            with ToolkitSession(timeout=1800) as session:
+                dataset = calibration.write_list(session.workdir / "dataset.txt")
+                session.call(
+                    "build",
+                    model_path=str(model.save(session.workdir / "model.onnx")),
+                    rknn_path=str(staging / f"{stem}.rknn"),
+                    verbose=False,
+                    **self.config.build_args(model.inputs, dataset),
+                )
+                for suffix, name in (("model", "model"), ("data", "data"), ("quantization.variant.cfg", "quantization.cfg")):
+                    shutil.copy(session.workdir / f"model.{suffix}", staging / f"{stem}.{name}")
+            (staging / "search.json").write_text(json.dumps(self.to_dict(), indent=1))
+            self.trail.to_csv(staging / "trail.csv", index=False)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return folder
+
+    def to_dict(self) -> dict:
+        return {
+            "met": self.met,
+            "target": self.target,
+            "float_layers": list(self.layers),
+            "score": {**self.score.__dict__, "layers": list(self.score.layers)},
+            "baseline": {**self.baseline.__dict__, "layers": []},
+            "builds": self.builds,
+            "config": self.config.to_dict(),
+        }
+
+
+def search_mixed_precision(
+    model,
+    config: BuildConfig,
+    calibration,
+    samples=None,
+    *,
+    target_sqnr_db: float | None = None,
+    target_cosine: float | None = None,
+    ranking: pd.DataFrame | None = None,
+    candidates: list[str] | int | None = None,
+    executor=None,
+    jobs: int = 2,
+    progress: bool = True,
+    cache: bool = True,
+) -> SearchResult:
+    """The fewest float16 layers meeting the target output SQNR (dB) and/or cosine.
+
+    ``ranking`` is a :func:`sensitivity` table (computed here from ``candidates`` if not
+    given). If no config meets the target, the result has ``met=False`` and holds the best
+    config scored.
+    """
+    if target_sqnr_db is None and target_cosine is None:
+        raise WorkbenchError("Give a target: target_sqnr_db (e.g. 30.0) and/or target_cosine (e.g. 0.999).")
+    if target_cosine is not None and not 0 < target_cosine <= 1:
+        raise WorkbenchError(f"target_cosine is a cosine in (0, 1], not {target_cosine!r}.")
+    if config.float_layers or config.auto_hybrid:
+        raise WorkbenchError("Start the search from a plain quantized config (no float_layers, no auto_hybrid).")
+    samples = samples if samples is not None else calibration.head(2)
+    executor = as_executor(executor, jobs)
+    if ranking is None:
+        ranking = sensitivity(
+            model, config, calibration, samples, candidates=candidates, executor=executor,
+            progress=progress, cache=cache,
+        )
+    job = prepare_job(model, config, calibration, samples)
+    order = [r.layer for r in ranking.itertuples() if isinstance(r.layer, str) and not r.error]
+    search = _Search(job, executor, target_sqnr_db, target_cosine, progress, cache)
+    search.trail += [("sensitivity", s) for s in search.score([[], *[[layer] for layer in order]])]
+    chosen = search.shortest_prefix(order)
+    if chosen is not None:
+        chosen = search.prune(chosen)
+    best = search.best(chosen)
+    trail = search.table()
+    trail.attrs["builds"] = len(trail)
+    return SearchResult(
+        config=replace(config, float_layers=best.layers),
+        score=best,
+        baseline=search.known[()],
+        met=best.meets(target_sqnr_db, target_cosine),
+        target={"sqnr_db": target_sqnr_db, "cosine": target_cosine},
+        trail=trail,
+        ranking=ranking,
+    )
+
+
+class _Search:
+    def __init__(self, job: SweepJob, executor, sqnr_db, cosine, progress, cache):
+        self.job, self.executor, self.progress, self.cache = job, executor, progress, cache
+        self.goal = (sqnr_db, cosine)
+        self.known: dict[tuple[str, ...], Score] = {}
+        self.trail: list[tuple[str, Score]] = []
+
+    def score(self, sets, stage: str | None = None) -> list[Score]:
+        scores = evaluate(self.job, sets, self.executor, progress=self.progress and "search", cache=self.cache)
+        for s in scores:
+            if stage and s.layers not in self.known:
+                self.trail.append((stage, s))
+            self.known[s.layers] = s
+        return scores
+
+    def meets(self, layers) -> bool:
+        return self.known[tuple(sorted(layers))].meets(*self.goal)
+
+    def shortest_prefix(self, order: list[str]) -> list[str] | None:
+        """Doubling sizes in one parallel round, then bisection below the first that meets."""
+        sizes = sorted({min(2**i, len(order)) for i in range(len(order).bit_length() + 1)} - {0})
+        self.score([order[:k] for k in sizes], "prefix")
+        hits = [k for k in sizes if self.meets(order[:k])]
+        if not hits:
+            return None
+        high = hits[0]
+        low = max([k for k in sizes if k < high] or [0])
+        while high - low > 1:  # invariant: prefix ``high`` meets, ``low`` does not
+            mid = (low + high) // 2
+            self.score([order[:mid]], "bisect")
+            low, high = (low, mid) if self.meets(order[:mid]) else (mid, high)
+        return order[:high]
+
+    def prune(self, chosen: list[str]) -> list[str]:
+        """Drop, least useful first, each layer the target does not need."""
+        for layer in list(reversed(chosen)):
+            if len(chosen) == 1:
+                break
+            trial = [c for c in chosen if c != layer]
+            self.score([trial], "prune")
+            if self.meets(trial):
+                chosen = trial
+        return chosen
+
+    def best(self, chosen: list[str] | None) -> Score:
+        if chosen is not None:
+            return self.known[tuple(sorted(chosen))]
+        ok = [s for s in self.known.values() if not s.error]
+        return max(ok, key=lambda s: (s.sqnr_db, s.cosine, -len(s.layers)))
+
+    def table(self) -> pd.DataFrame:
+        rows = [
+            {
+                "stage": stage,
+                "n_float16": len(s.layers),
+                "sqnr_db": s.sqnr_db,
+                "cosine": s.cosine,
+                "cycles": s.cycles,
+                "meets": s.meets(*self.goal),
+                "error": s.error,
+                "layers": list(s.layers),
+            }
+            for stage, s in self.trail
+        ]
+        return pd.DataFrame(rows)
