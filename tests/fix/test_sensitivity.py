@@ -1,4 +1,4 @@
-"""Per-layer sensitivity through the toolkit's hybrid quantization (first part of #6)."""
+"""Per-layer sensitivity through the toolkit's hybrid quantization, both views."""
 
 import math
 
@@ -6,33 +6,48 @@ import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.fix.sensitivity import sensitivity
-from workbench.preprocess import Preprocess
-from workbench.rknn.config import BuildConfig
+from workbench.viz.fix_plots import sensitivity_figure
+
+from .conftest import CONFIG
 
 pytestmark = pytest.mark.toolkit
-CONFIG = BuildConfig(preprocess={"x": Preprocess((127.5,) * 3, (64.0,) * 3)})
 
 
-def test_ranked_gain_of_keeping_one_layer_in_float16(tiny_models, small_set):
-    table = sensitivity(
-        tiny_models["residual-add"], CONFIG, small_set, small_set.head(2), progress=False, jobs=2
-    )
-    baseline = table.iloc[0]
-    assert baseline.op_type == "(all int8)" and 15 < baseline.output_sqnr_db < 100
-    ranked = table.iloc[1:]
-    assert {"conv1_out", "add_out"} <= set(ranked.layer)
+def test_float16_view_ranks_the_gain_of_one_layer_in_float16(residual_ranking):
+    table = residual_ranking
+    int8, fp16 = table.iloc[0], table.iloc[1]
+    assert int8.op_type == "(all int8)" and 15 < int8.output_sqnr_db < 100
+    assert fp16.op_type == "(all float16)" and fp16.output_sqnr_db > int8.output_sqnr_db
+    ranked = table[table.layer.notna()]
+    assert set(ranked.layer) == set(table.attrs["quantized"]) >= {"conv1_out", "add_out"}
     assert list(ranked.gain_db) == sorted(ranked.gain_db, reverse=True)
     assert ranked.gain_db.iloc[0] > 0.5  # float16 somewhere buys measurable accuracy
-    assert not any(math.isnan(v) for v in ranked.output_sqnr_db)
+    assert not ranked.error.astype(bool).any()
 
 
-def test_unknown_layer_names_are_refused(tiny_models, small_set):
+def test_quantized_view_is_the_loss_from_all_float16(residual_ranking):
+    table = residual_ranking
+    fp16 = table.iloc[1].output_sqnr_db
+    ranked = table[table.layer.notna()]
+    assert all(math.isclose(q + loss, fp16) for q, loss in zip(ranked.quantized_sqnr_db, ranked.loss_db))
+    # Quantizing one layer alone costs less than quantizing all of them.
+    assert (ranked.quantized_sqnr_db > table.iloc[0].output_sqnr_db).all()
+
+
+def test_figure_shows_both_views(residual_ranking):
+    fig = sensitivity_figure(residual_ranking)
+    assert [t.name for t in fig.data] == ["gain: only this layer float16", "loss: only this layer quantized"]
+    assert len(fig.data[0].x) == len(residual_ranking) - 2
+
+
+def test_unknown_layer_names_are_refused(residual, small_set):
     with pytest.raises(WorkbenchError, match="not quantized tensors.*conv1_out"):
-        sensitivity(
-            tiny_models["residual-add"],
-            CONFIG,
-            small_set,
-            small_set.head(1),
-            candidates=["nope"],
-            progress=False,
-        )
+        sensitivity(residual, CONFIG, small_set, small_set.head(1), candidates=["nope"], progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [({"view": "sideways"}, "view must be"), ({"candidates": 0}, "positive count")]
+)
+def test_bad_arguments_are_refused(residual, small_set, kwargs, message):
+    with pytest.raises(WorkbenchError, match=message):
+        sensitivity(residual, CONFIG, small_set, small_set.head(1), progress=False, **kwargs)

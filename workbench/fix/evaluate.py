@@ -37,6 +37,7 @@ class Score:
     sqnr_db: float = math.nan  #: mean over samples of the worst output's SQNR
     cosine: float = math.nan  #: mean over samples of the worst output's cosine
     cycles: int | None = None  #: the compile table's estimated total cycles
+    rw_kb: float | None = None  #: the compile table's total memory traffic (KB)
     error: str = ""  #: the toolkit's failure, if this set could not be built or run
 
     def meets(self, sqnr_db: float | None, cosine: float | None) -> bool:
@@ -68,7 +69,8 @@ def prepare_job(model, config, calibration, samples) -> SweepJob:
     config.check_model(model)
     reference = FloatRunner(model, config.preprocess, keep=list(model.outputs))
     expected = [[reference.run(row)[name] for name in model.outputs] for row in samples.rows]
-    return SweepJob(model, config, calibration, samples, expected, run_key(model, config, calibration, samples, "sweep"))
+    key = run_key(model, config, calibration, samples, "sweep")
+    return SweepJob(model, config, calibration, samples, expected, key)
 
 
 def score_batch(job: SweepJob, layer_sets: Sequence[Sequence[str]]) -> list[Score]:
@@ -173,6 +175,8 @@ class SweepStore:
         if not self.path.exists():
             return found
         for line in self.path.read_text().splitlines():
+            if not line.strip():
+                continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by an interruption
@@ -184,8 +188,9 @@ class SweepStore:
     def append(self, score: Score) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {**score.__dict__, "layers": list(score.layers)}
+        # Each record starts a new line, so one cut short by an interruption spoils only itself.
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write("\n" + json.dumps(record))
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -209,15 +214,14 @@ def _step1(job: SweepJob) -> tuple[ToolkitSession, dict]:
 
 
 def _score(layers: tuple[str, ...], expected, got, log: str) -> Score:
-    per_sample = [
-        [tensor_metrics(e, g) for e, g in zip(exp, out)] for exp, out in zip(expected, got)
-    ]
+    per_sample = [[tensor_metrics(e, g) for e, g in zip(exp, out)] for exp, out in zip(expected, got)]
     table = parse_layer_table(log)
     return Score(
         layers,
         sqnr_db=float(np.mean([min(m["sqnr_db"] for m in s) for s in per_sample])),
         cosine=float(np.mean([min(m["cosine"] for m in s) for s in per_sample])),
         cycles=int(table.cycles_total.sum()) if len(table) else None,
+        rw_kb=float(table.rw_kb.sum()) if len(table) else None,
     )
 
 
@@ -229,6 +233,8 @@ def _batches(items: list, slots: int) -> list[list]:
 
 
 def _first_line(err: Exception) -> str:
+    """The toolkit's own words for a failure (its "E ..." line), else the exception line."""
     lines = str(err).splitlines()
-    said = [line for line in lines if ("Error:" in line or line.startswith("E ")) and "Traceback" not in line]
-    return (said[-1] if said else lines[0])[:300]
+    said = [x for x in lines if x.startswith("E ") and "version:" not in x and "Traceback" not in x]
+    said += [x for x in lines if "Error:" in x and "Traceback" not in x]
+    return (said[0] if said else lines[0])[:300]

@@ -24,6 +24,9 @@ from workbench.fix.executor import as_executor
 from workbench.fix.sensitivity import sensitivity
 from workbench.rknn.config import BuildConfig
 
+#: files of the toolkit's hybrid flow (as the worker names them -> as exported)
+_HYBRID_FILES = (("model", "model"), ("data", "data"), ("quantization.variant.cfg", "quantization.cfg"))
+
 
 @dataclass
 class SearchResult:
@@ -56,15 +59,11 @@ class SearchResult:
             f"{self.baseline.cycles} -> {self.score.cycles}"
         )
 
-    def pareto(self) -> pd.DataFrame:
-        """The trail's configs no other beats on both accuracy and cycles."""
-        ok = self.trail[self.trail.error == ""].sort_values(["cycles", "sqnr_db"], ascending=[True, False])
-        front, best = [], float("-inf")
-        for i, row in ok.iterrows():
-            if row.sqnr_db > best:
-                front.append(i)
-                best = row.sqnr_db
-        return ok.loc[front]
+    def pareto(self, cost: str = "cycles") -> pd.DataFrame:
+        """The trail's configs no other beats on both accuracy and ``cost``."""
+        from workbench.viz.fix_plots import pareto_front
+
+        return pareto_front(self.trail[self.trail.error == ""], cost)
 
     def export(self, folder: str | Path, model, calibration) -> Path:
         """Build the chosen config and write what the toolkit's hybrid flow produces:
@@ -87,8 +86,8 @@ class SearchResult:
                     verbose=False,
                     **self.config.build_args(model.inputs, dataset),
                 )
-                for suffix, name in (("model", "model"), ("data", "data"), ("quantization.variant.cfg", "quantization.cfg")):
-                    shutil.copy(session.workdir / f"model.{suffix}", staging / f"{stem}.{name}")
+                for made, kept in _HYBRID_FILES:
+                    shutil.copy(session.workdir / f"model.{made}", staging / f"{stem}.{kept}")
             (staging / "search.json").write_text(json.dumps(self.to_dict(), indent=1))
             self.trail.to_csv(staging / "trail.csv", index=False)
             if folder.exists():
@@ -137,20 +136,29 @@ def search_mixed_precision(
     if target_cosine is not None and not 0 < target_cosine <= 1:
         raise WorkbenchError(f"target_cosine is a cosine in (0, 1], not {target_cosine!r}.")
     if config.float_layers or config.auto_hybrid:
-        raise WorkbenchError("Start the search from a plain quantized config (no float_layers, no auto_hybrid).")
+        raise WorkbenchError(
+            "Start the search from a plain quantized config: no float_layers, no auto_hybrid."
+        )
     samples = samples if samples is not None else calibration.head(2)
     executor = as_executor(executor, jobs)
     if ranking is None:
         ranking = sensitivity(
-            model, config, calibration, samples, candidates=candidates, executor=executor,
-            progress=progress, cache=cache,
+            model,
+            config,
+            calibration,
+            samples,
+            candidates=candidates,
+            executor=executor,
+            progress=progress,
+            cache=cache,
         )
     job = prepare_job(model, config, calibration, samples)
     order = [r.layer for r in ranking.itertuples() if isinstance(r.layer, str) and not r.error]
     search = _Search(job, executor, target_sqnr_db, target_cosine, progress, cache)
     search.trail += [("sensitivity", s) for s in search.score([[], *[[layer] for layer in order]])]
-    chosen = search.shortest_prefix(order)
-    if chosen is not None:
+    order = [layer for layer in order if not search.known[(layer,)].error]  # failed alone: skipped
+    chosen = [] if search.meets([]) else search.shortest_prefix(order)
+    if chosen:
         chosen = search.prune(chosen)
     best = search.best(chosen)
     trail = search.table()
@@ -174,7 +182,8 @@ class _Search:
         self.trail: list[tuple[str, Score]] = []
 
     def score(self, sets, stage: str | None = None) -> list[Score]:
-        scores = evaluate(self.job, sets, self.executor, progress=self.progress and "search", cache=self.cache)
+        progress = self.progress and "search"
+        scores = evaluate(self.job, sets, self.executor, progress=progress, cache=self.cache)
         for s in scores:
             if stage and s.layers not in self.known:
                 self.trail.append((stage, s))
@@ -224,6 +233,7 @@ class _Search:
                 "sqnr_db": s.sqnr_db,
                 "cosine": s.cosine,
                 "cycles": s.cycles,
+                "rw_kb": s.rw_kb,
                 "meets": s.meets(*self.goal),
                 "error": s.error,
                 "layers": list(s.layers),

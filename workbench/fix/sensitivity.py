@@ -56,7 +56,8 @@ def sensitivity(
         sets += [(c,) for c in chosen]
     if view in ("quantized", "both"):
         sets += [all_fp16, *[_all_but(known, c) for c in chosen]]
-    scores = dict(zip(sets, evaluate(job, sets, executor or _local(jobs), progress=progress and "sensitivity", cache=cache)))
+    executor = executor or _local(jobs)
+    scores = dict(zip(sets, evaluate(job, sets, executor, progress=progress and "sensitivity", cache=cache)))
     base = scores[()]
     if base.error:
         raise WorkbenchError(f"The all-int8 model could not be built for the sensitivity sweep: {base.error}")

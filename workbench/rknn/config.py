@@ -64,11 +64,17 @@ class BuildConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "float_layers", tuple(self.float_layers))
         if (self.float_layers or self.auto_hybrid) and not self.do_quantization:
-            raise ConfigError("float_layers and auto_hybrid mix float16 into a quantized model: they need do_quantization=True.")
+            raise ConfigError(
+                "float_layers and auto_hybrid mix float16 into a quantized model: use do_quantization=True."
+            )
         if self.float_layers and self.auto_hybrid:
-            raise ConfigError("Give float_layers (your own hybrid choice) or auto_hybrid (the toolkit's), not both.")
+            raise ConfigError(
+                "Give float_layers (your hybrid choice) or auto_hybrid (the toolkit's), not both."
+            )
         if not 0.0 < self.auto_hybrid_cos_thresh <= 1.0:
-            raise ConfigError(f"auto_hybrid_cos_thresh is a cosine in (0, 1], not {self.auto_hybrid_cos_thresh!r}.")
+            raise ConfigError(
+                f"auto_hybrid_cos_thresh is a cosine in (0, 1], not {self.auto_hybrid_cos_thresh}."
+            )
         _one_of("target_platform", self.target_platform, PLATFORMS)
         _one_of("quantized_algorithm", self.quantized_algorithm, ALGORITHMS)
         _one_of("quantized_method", self.quantized_method, METHODS)

@@ -6,6 +6,7 @@ import html
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from workbench.compare.divergence import Divergence
@@ -18,8 +19,19 @@ th{background:#f3f3f3}code,pre{background:#f6f6f6;padding:2px 4px}
 """
 
 
-def write_report(result: Divergence, path: str | Path, worst: int = 10) -> Path:
-    """Write the report of a divergence run to ``path`` (atomically) and return the path."""
+def write_report(
+    result: Divergence,
+    path: str | Path,
+    worst: int = 10,
+    *,
+    variants: Mapping[str, Divergence] | None = None,
+    search=None,
+) -> Path:
+    """Write the report of a divergence run to ``path`` (atomically) and return the path.
+
+    ``variants`` (label -> run, e.g. from ``fix.before_after.compare_variants``) adds the
+    before/after section; ``search`` (a ``fix.search.SearchResult``) adds the sensitivity
+    ranking, the accuracy-vs-cost plot and the config found."""
     path = Path(path)
     meta = result.meta
     model = meta.get("model", {})
@@ -32,6 +44,7 @@ def write_report(result: Divergence, path: str | Path, worst: int = 10) -> Path:
     if (on_board.status == "compared").any():
         figures.insert(1, gap_figure(result, "simulator", on_board.backend.iloc[0]))
     plots = "".join(fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures))
+    fix_section = _fix_section(result, variants, search)
     verdicts = result.first_divergence()
     worst_table = verdicts.nsmallest(worst, "sqnr_db_mean")[
         ["layer", "op_type", "rknn_layer", "sqnr_db_mean", "sqnr_db_worst", "cosine_mean", "verdict"]
@@ -57,7 +70,7 @@ Layers compared: {counts.get("compared", 0)}; fused into a neighbour (no RKNN te
 {counts.get("fused", 0)}.</p>
 <h2>Worst layers (lowest mean SQNR)</h2><p>{origin_text} ("origin": the layer makes
 the error itself; "inherited": its inputs were already bad.)</p>{worst_table}
-<h2>Along the graph</h2>{plots}
+<h2>Along the graph</h2>{plots}{fix_section}
 <h2>Model</h2><pre>{html.escape(json.dumps(model_facts, indent=1))}</pre>
 <h2>Conversion settings</h2><pre>{html.escape(json.dumps(meta.get("config"), indent=1))}</pre>
 <h2>Calibration</h2><pre>{html.escape(json.dumps(meta.get("calibration"), indent=1))}</pre>
@@ -68,6 +81,33 @@ the error itself; "inherited": its inputs were already bad.)</p>{worst_table}
         f.write(body)
     os.replace(tmp, path)
     return path
+
+
+def _fix_section(result: Divergence, variants, search) -> str:
+    """Before/after and search results (plotly.js is already on the page)."""
+    from workbench.viz.fix_plots import pareto_figure, sensitivity_figure, variants_figure
+
+    parts = []
+    if search is not None:
+        parts += [
+            f"<h2>Mixed-precision search</h2><p>{html.escape(search.summary())}</p>",
+            "<p>Float16 layers: <code>" + html.escape(", ".join(search.layers) or "(none)") + "</code></p>",
+            sensitivity_figure(search.ranking).to_html(full_html=False, include_plotlyjs=False),
+            pareto_figure(search.trail, target=search.target.get("sqnr_db")).to_html(
+                full_html=False, include_plotlyjs=False
+            ),
+        ]
+    if variants:
+        from workbench.fix.before_after import variants_table
+
+        outputs = list(result.meta.get("model", {}).get("outputs", {}))
+        table = variants_table(variants, outputs).to_html(index=False, float_format=lambda v: f"{v:.4f}")
+        parts += [
+            "<h2>Before/after: quantization variants</h2>",
+            table,
+            variants_figure(variants).to_html(full_html=False, include_plotlyjs=False),
+        ]
+    return "".join(parts)
 
 
 def _partial_banner(meta: dict) -> str:
