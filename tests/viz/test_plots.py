@@ -76,6 +76,16 @@ def test_tensor_figure_scatter_and_histograms():
         tensor_figure(ref, ref[:10], "conv1_out")
 
 
+def test_tensor_figure_per_channel_sqnr_finds_the_bad_channel():
+    ref = np.random.default_rng(1).normal(size=(1, 4, 8, 8))
+    quant = ref.copy()
+    quant[0, 2] += 0.5  # channel 2 alone is damaged
+    fig = tensor_figure(ref, quant, "conv1_out")
+    bars = fig.data[-1]
+    assert bars.type == "bar" and len(bars.y) == 4
+    assert int(np.argmin(bars.y)) == 2 and bars.y[0] == 100.0
+
+
 def test_compare_figure_and_table():
     a, b = _result(), _result(offset=5.0)
     both = a.compare(b)

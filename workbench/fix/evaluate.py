@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from workbench.fix.executor import Executor, as_executor
 from workbench.model import OnnxModel
 from workbench.rknn.buildlog import parse_layer_table
 from workbench.rknn.config import BuildConfig
-from workbench.rknn.session import ToolkitSession
+from workbench.rknn.session import ToolkitSession, clean_log
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,28 @@ def evaluate(
         finally:
             bar.close()
     return [known[s] for s in wanted]
+
+
+def score_config(job: SweepJob, config: BuildConfig) -> Score:
+    """Build any config (e.g. the toolkit's auto_hybrid) and score it like a sweep entry;
+    ``layers`` are the tensors the build log says it kept in float16."""
+    from workbench.runners.markall import infer_row
+
+    with ToolkitSession(timeout=1800) as session:
+        dataset = job.calibration.write_list(session.workdir / "dataset.txt")
+        _, log = session.call(
+            "build",
+            model_path=str(job.model.save(session.workdir / "model.onnx")),
+            **config.build_args(job.model.inputs, dataset),
+        )
+        got = [infer_row(session, job.model, config, row) for row in job.samples.rows]
+    return _score(tuple(float16_tensors(log)), job.expected, got, log)
+
+
+def float16_tensors(build_log: str) -> list[str]:
+    """Tensors a hybrid build kept in float16 ("Meet hybrid type, dtype: float16" lines;
+    the toolkit's internal names, e.g. with __float16 suffixes)."""
+    return re.findall(r"Meet hybrid type, dtype: float16, tensor: (\S+)", clean_log(build_log))
 
 
 def quantized_tensors(cfg_path: str | Path, model: OnnxModel) -> list[str]:

@@ -124,18 +124,26 @@ def heatmap_figure(result: Divergence, metric: str = "sqnr_db", backend: str = "
     return fig
 
 
-def tensor_figure(reference, quantized, layer: str = "", max_points: int = 20000) -> go.Figure:
-    """Float vs quantized values of one tensor: scatter (on the diagonal when equal) and
-    the two histograms, from arrays of the same size."""
+def tensor_figure(
+    reference, quantized, layer: str = "", max_points: int = 20000, channel_axis: int = 1
+) -> go.Figure:
+    """Float vs quantized values of one tensor: scatter (on the diagonal when equal), the
+    two histograms and, for tensors with channels (``channel_axis``, NCHW: 1), the SQNR of
+    each channel, from arrays of the same shape."""
     import numpy as np
     from plotly.subplots import make_subplots
 
+    from workbench.compare.metrics import tensor_metrics
+
+    shaped = np.asarray(reference)
     ref = np.asarray(reference, np.float64).ravel()
     tst = np.asarray(quantized, np.float64).ravel()
     if ref.size != tst.size:
         raise ValueError(f"{layer}: float has {ref.size} values, quantized {tst.size}.")
+    channels = shaped.ndim > channel_axis and shaped.shape[channel_axis] > 1
+    titles = ("quantized vs float", "value histograms", "SQNR per channel (dB)")
+    fig = make_subplots(rows=1, cols=3 if channels else 2, subplot_titles=titles[: 3 if channels else 2])
     pick = np.random.default_rng(0).choice(ref.size, min(max_points, ref.size), replace=False)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("quantized vs float", "value histograms"))
     fig.add_trace(
         go.Scattergl(
             x=ref[pick], y=tst[pick], mode="markers", marker={"size": 3, "opacity": 0.4}, name="values"
@@ -153,6 +161,13 @@ def tensor_figure(reference, quantized, layer: str = "", max_points: int = 20000
     )
     fig.add_trace(go.Histogram(x=ref[pick], name="float", opacity=0.6, nbinsx=100), 1, 2)
     fig.add_trace(go.Histogram(x=tst[pick], name="quantized", opacity=0.6, nbinsx=100), 1, 2)
+    if channels:
+        a = np.moveaxis(shaped, channel_axis, 0).reshape(shaped.shape[channel_axis], -1)
+        b = np.moveaxis(np.asarray(quantized).reshape(shaped.shape), channel_axis, 0).reshape(a.shape)
+        per_channel = [tensor_metrics(x, y)["sqnr_db"] for x, y in zip(a, b)]
+        fig.add_trace(
+            go.Bar(y=per_channel, name="per channel", hovertemplate="channel %{x}: %{y:.2f} dB"), 1, 3
+        )
     fig.update_layout(
         title=f"Tensor comparison: {layer}", barmode="overlay", template="plotly_white", height=420
     )
