@@ -141,6 +141,11 @@ def search_mixed_precision(
         )
     samples = samples if samples is not None else calibration.head(2)
     executor = as_executor(executor, jobs)
+    job = prepare_job(model, config, calibration, samples)
+    search = _Search(job, executor, target_sqnr_db, target_cosine, progress, cache)
+    search.trail += [("sensitivity", s) for s in search.score([[]])]
+    if ranking is None and search.meets([]):  # int8 is good enough: no sweep needed
+        ranking = pd.DataFrame(columns=["layer", "error"])
     if ranking is None:
         ranking = sensitivity(
             model,
@@ -152,10 +157,9 @@ def search_mixed_precision(
             progress=progress,
             cache=cache,
         )
-    job = prepare_job(model, config, calibration, samples)
     order = [r.layer for r in ranking.itertuples() if isinstance(r.layer, str) and not r.error]
-    search = _Search(job, executor, target_sqnr_db, target_cosine, progress, cache)
-    search.trail += [("sensitivity", s) for s in search.score([[], *[[layer] for layer in order]])]
+    search.reuse(ranking)
+    search.trail += [("sensitivity", s) for s in search.score([[layer] for layer in order])]
     order = [layer for layer in order if not search.known[(layer,)].error]  # failed alone: skipped
     chosen = [] if search.meets([]) else search.shortest_prefix(order)
     if chosen:
@@ -181,14 +185,29 @@ class _Search:
         self.known: dict[tuple[str, ...], Score] = {}
         self.trail: list[tuple[str, Score]] = []
 
+    def reuse(self, ranking: pd.DataFrame) -> None:
+        """Take the single-layer scores a sensitivity table already holds (no rebuild)."""
+        if "output_sqnr_db" not in ranking:
+            return
+        for r in ranking.itertuples():
+            error = r.error if isinstance(r.error, str) else ""
+            if isinstance(r.layer, str) and (error or pd.notna(r.output_sqnr_db)):
+                cycles = None if pd.isna(r.cycles) else int(r.cycles)
+                rw_kb = getattr(r, "rw_kb", None)
+                self.known[(r.layer,)] = Score(
+                    (r.layer,), r.output_sqnr_db, r.output_cosine, cycles, rw_kb, error
+                )
+
     def score(self, sets, stage: str | None = None) -> list[Score]:
-        progress = self.progress and "search"
-        scores = evaluate(self.job, sets, self.executor, progress=progress, cache=self.cache)
-        for s in scores:
-            if stage and s.layers not in self.known:
-                self.trail.append((stage, s))
-            self.known[s.layers] = s
-        return scores
+        """Scores of ``sets``: known ones as they are, the rest evaluated."""
+        todo = [s for s in sets if tuple(sorted(s)) not in self.known]
+        if todo:
+            progress = self.progress and "search"
+            for s in evaluate(self.job, todo, self.executor, progress=progress, cache=self.cache):
+                if stage:
+                    self.trail.append((stage, s))
+                self.known[s.layers] = s
+        return [self.known[tuple(sorted(s))] for s in sets]
 
     def meets(self, layers) -> bool:
         return self.known[tuple(sorted(layers))].meets(*self.goal)

@@ -39,7 +39,7 @@ def sensitivity(
         executor: None (``jobs`` local toolkit processes) or a dask.distributed Client.
         cache: reuse and keep scores under the cache (an interrupted sweep resumes).
 
-    Returns columns layer, op_type, output_sqnr_db, output_cosine, gain_db, cycles, error
+    Returns columns layer, op_type, output_sqnr_db, output_cosine, gain_db, cycles, rw_kb, error
     (and, with the "quantized" view, quantized_sqnr_db, loss_db), ranked by the gain (or the
     loss); the first rows are the baselines (layer None): all int8, and all float16 for the
     "quantized" view. ``table.attrs`` holds the target layers and the sweep key.
@@ -121,6 +121,7 @@ def _row(layer, op_type, score: Score, base: Score) -> dict:
         "output_cosine": score.cosine,
         "gain_db": score.sqnr_db - base.sqnr_db,
         "cycles": score.cycles,
+        "rw_kb": score.rw_kb,
         "error": score.error,
     }
 
