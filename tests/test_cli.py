@@ -70,3 +70,78 @@ def test_diverge_bad_input(tmp_path, capsys, tiny_models):
     assert "does not exist" in capsys.readouterr().err
     assert main(["diverge", str(model), "--input-shape", "x1,3,32,32"]) == 2
     assert "NAME:D,D" in capsys.readouterr().err
+
+
+def _tiny_args(model_path, small_set):
+    return ["--dataset", str(small_set.source), "--mean", "127.5,127.5,127.5", "--std", "64,64,64"]
+
+
+@pytest.fixture
+def residual_onnx(tiny_models, tmp_path):
+    return str(tiny_models["residual-add"].save(tmp_path / "residual.onnx"))
+
+
+@pytest.mark.toolkit
+def test_thresholds_give_exit_codes_for_ci(residual_onnx, small_set, tmp_path, capsys):
+    """diverge and report exit 1 when an output (or, with --per-layer, any layer) misses
+    --min-sqnr / --min-cosine, and 0 when all meet them."""
+    import json
+
+    run = str(tmp_path / "run")
+    base = ["diverge", residual_onnx, *_tiny_args(residual_onnx, small_set), "--samples", "1", "--out", run]
+    assert main([*base, "--min-sqnr", "10", "--min-cosine", "0.99"]) == 0
+    assert "PASS: 1 model outputs meet SQNR >= 10.0 and cosine >= 0.99" in capsys.readouterr().out
+    assert main([*base, "--min-sqnr", "99", "--json"]) == 1
+    gate = json.loads(capsys.readouterr().out)["gate"]
+    assert not gate["passed"] and [r["layer"] for r in gate["failing"]] == ["y"]
+    assert main(["report", run, "--min-sqnr", "10"]) == 0
+    capsys.readouterr()
+    assert main(["report", run, "--min-sqnr", "99", "--per-layer"]) == 1
+    err = capsys.readouterr().err
+    assert "FAIL: 2 of 2 every layer miss SQNR >= 99.0" in err and "relu1_out" in err
+
+
+@pytest.mark.toolkit
+def test_build_writes_the_rknn_and_its_compile_summary(residual_onnx, small_set, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "out" / "residual.rknn"
+    out.parent.mkdir()
+    args = ["build", residual_onnx, *_tiny_args(residual_onnx, small_set), "-o", str(out), "--json"]
+    assert main(args) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["rknn"] == str(out) and out.stat().st_size > 0
+    assert facts["layers"] >= 2 and facts["cpu_layers"] == [] and facts["float16_layers"] == 0
+    assert main([*args, "--float-layers", "conv1_out"]) == 0
+    assert json.loads(capsys.readouterr().out)["float16_layers"] >= 1
+    before = out.read_bytes()
+    assert main([*args, "--float-layers", "ghost"]) == 2  # the toolkit refuses: earlier .rknn kept
+    assert "ghost" in capsys.readouterr().err and out.read_bytes() == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["residual.rknn"]
+
+
+@pytest.mark.toolkit
+def test_fix_finds_exports_and_reports(residual_onnx, small_set, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "fix"
+    args = ["fix", residual_onnx, *_tiny_args(residual_onnx, small_set), "--samples", "1", "--out", str(out)]
+    assert main([*args, "--target-sqnr", "99", "--json"]) == 1  # unmeetable: best found, exit 1
+    best = json.loads(capsys.readouterr().out)
+    assert not best["met"] and best["score"]["sqnr_db"] > best["baseline"]["sqnr_db"]
+    target = (best["score"]["sqnr_db"] + best["baseline"]["sqnr_db"]) / 2
+    assert main([*args, "--target-sqnr", f"{target:.3f}"]) == 0
+    printed = capsys.readouterr().out
+    assert "met with" in printed and "auto_hybrid" in printed and str(out) in printed
+    assert (out / "report.html").exists() and len(list(out.glob("*.quantization.cfg"))) == 1
+    assert main(["fix", residual_onnx, *_tiny_args(residual_onnx, small_set)]) == 2
+    assert "needs a target" in capsys.readouterr().err
+
+
+def test_board_doctor_json_without_a_board(tmp_path, capsys):
+    import json
+
+    missing = tmp_path / "no-adb"
+    assert main(["board", "doctor", "--adb", str(missing), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["ready"] is False and data["checks"][0]["ok"] is False and data["checks"][0]["fix"]

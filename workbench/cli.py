@@ -43,31 +43,61 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(func=_check)
 
+    conversion = argparse.ArgumentParser(add_help=False)
+    conversion.add_argument("model", help="an .onnx file or a zoo model name")
+    conversion.add_argument("--platform", default="rk3588")
+    conversion.add_argument("--dataset", help="calibration dataset.txt (default: the bundled photographs)")
+    conversion.add_argument("--input-shape", action="append", default=[], metavar="NAME:D,D,..")
+    conversion.add_argument(
+        "--mean", action="append", default=[], metavar="M,M,M", help="per-channel mean, once per input"
+    )
+    conversion.add_argument("--std", action="append", default=[], metavar="S,S,S")
+    conversion.add_argument(
+        "--bgr", action="store_true", help="the model takes BGR images (quant_img_RGB2BGR)"
+    )
+    conversion.add_argument("--dtype", default="w8a8")
+    conversion.add_argument("--algorithm", default="normal", help="normal | kl_divergence | mmse")
+    conversion.add_argument("--method", default="channel", help="channel | layer")
+    conversion.add_argument(
+        "--float-layers", default="", metavar="T1,T2", help="tensors kept in float16 (hybrid quantization)"
+    )
+    conversion.add_argument("--auto-hybrid", action="store_true", help="build(auto_hybrid=True)")
+    conversion.add_argument("--cos-thresh", type=float, default=0.98, help="auto_hybrid_cos_thresh")
+    conversion.add_argument("--json", action="store_true", help="print JSON (no progress bars)")
+    gate = argparse.ArgumentParser(add_help=False)
+    gate.add_argument("--min-sqnr", type=float, metavar="DB", help="exit 1 if an output's mean SQNR is lower")
+    gate.add_argument(
+        "--min-cosine", type=float, metavar="C", help="exit 1 if an output's mean cosine is lower"
+    )
+    gate.add_argument("--per-layer", action="store_true", help="apply the thresholds to every layer")
+
+    build = commands.add_parser(
+        "build", parents=[conversion], help="convert to .rknn; print the compile summary"
+    )
+    build.add_argument("-o", "--output", help=".rknn path (default: <model>-<platform>.rknn)")
+    build.set_defaults(func=_build)
+
     diverge = commands.add_parser(
-        "diverge", help="per-layer divergence float vs quantized (simulator); saves a run"
+        "diverge", parents=[conversion, gate], help="per-layer divergence float vs quantized; saves a run"
     )
-    diverge.add_argument("model", help="an .onnx file or a zoo model name")
-    diverge.add_argument("--platform", default="rk3588")
-    diverge.add_argument("--dataset", help="calibration dataset.txt (default: the bundled photographs)")
     diverge.add_argument("--samples", type=int, default=4, help="samples compared (default: 4)")
-    diverge.add_argument("--input-shape", action="append", default=[], metavar="NAME:D,D,..")
-    diverge.add_argument(
-        "--mean",
-        action="append",
-        default=[],
-        metavar="M,M,M",
-        help="per-channel mean, once per input in input order",
-    )
-    diverge.add_argument("--std", action="append", default=[], metavar="S,S,S")
-    diverge.add_argument("--bgr", action="store_true", help="the model takes BGR images (quant_img_RGB2BGR)")
-    diverge.add_argument("--dtype", default="w8a8")
-    diverge.add_argument("--algorithm", default="normal", help="normal | kl_divergence | mmse")
-    diverge.add_argument("--method", default="channel", help="channel | layer")
     diverge.add_argument("--mode", default="mark-all", choices=["mark-all", "snapshot"])
     diverge.add_argument("--out", help="run folder (default: runs/<time>-<model>-<platform>)")
     diverge.add_argument("--board", help="also run on this board (a name from boards.toml)")
-    diverge.add_argument("--json", action="store_true", help="print the whole result as JSON")
     diverge.set_defaults(func=_diverge)
+
+    fix = commands.add_parser(
+        "fix",
+        parents=[conversion],
+        help="sensitivity + mixed-precision search to a target; exports the hybrid",
+    )
+    fix.add_argument("--target-sqnr", type=float, metavar="DB", help="output SQNR to reach")
+    fix.add_argument("--target-cosine", type=float, metavar="C", help="output cosine to reach")
+    fix.add_argument("--candidates", type=int, default=16, help="layers swept (largest local error first)")
+    fix.add_argument("--samples", type=int, default=2, help="samples scored per build (default: 2)")
+    fix.add_argument("--jobs", type=int, default=2, help="parallel toolkit workers (default: 2)")
+    fix.add_argument("--out", help="export folder (default: runs/<time>-<model>-fix)")
+    fix.set_defaults(func=_fix)
 
     board = commands.add_parser("board", help="the real board: is it ready?")
     board.add_argument("action", choices=["doctor"])
@@ -75,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("--device", help="serial or IP:5555 (default: the only board)")
     board.add_argument("--platform", help="target platform (picks the dump folder)")
     board.add_argument("--board", help="a board named in boards.toml (gives serial and platform)")
+    board.add_argument("--json", action="store_true", help="print the checks as JSON")
     board.set_defaults(func=_board)
 
     support = commands.add_parser("support", help="regenerate the operator-support matrix")
@@ -89,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     zoo.add_argument("names", nargs="*", help="models to fetch (default: all)")
     zoo.set_defaults(func=_zoo)
 
-    report = commands.add_parser("report", help="write the HTML report of a saved run")
+    report = commands.add_parser("report", parents=[gate], help="write the HTML report of a saved run")
     report.add_argument("run", help="run folder (holds divergence.parquet)")
     report.add_argument("-o", "--output", help="HTML path (default: RUN/report.html)")
+    report.add_argument("--json", action="store_true", help="print the report path and verdict as JSON")
     report.set_defaults(func=_report)
 
     args = parser.parse_args(argv)
@@ -141,19 +173,8 @@ def _diverge(args: argparse.Namespace) -> int:
     import json
 
     from workbench.compare.divergence import compute_divergence
-    from workbench.datasets import ZOO, CalibrationSet, default_calibration_set
-    from workbench.rknn.config import BuildConfig
 
-    model = _load_model(args.model, args.input_shape)
-    calibration = CalibrationSet.from_list(args.dataset) if args.dataset else default_calibration_set()
-    preprocess = _preprocess(args, list(model.inputs), ZOO.get(args.model))
-    config = BuildConfig(
-        target_platform=args.platform,
-        quantized_dtype=args.dtype,
-        quantized_algorithm=args.algorithm,
-        quantized_method=args.method,
-        preprocess=preprocess,
-    )
+    model, calibration, config = _conversion(args)
     samples = calibration.head(args.samples)
     partial = None
     if args.board:
@@ -173,18 +194,14 @@ def _diverge(args: argparse.Namespace) -> int:
         )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run = result.save(args.out or Path("runs") / f"{stamp}-{model.name}-{args.platform}")
+    gate = _gate(result, args)
+    code = 1 if partial or not gate["passed"] else 0
     if args.json:
+        summary = result.first_divergence().to_dict("records")
         print(
-            json.dumps(
-                {
-                    "run": str(run),
-                    "meta": result.meta,
-                    "summary": result.first_divergence().to_dict("records"),
-                },
-                default=str,
-            )
+            json.dumps({"run": str(run), "meta": result.meta, "gate": gate, "summary": summary}, default=str)
         )
-        return 1 if partial else 0
+        return code
     print(f"run saved: {run}")
     if partial:
         print(f"PARTIAL RUN (saved, marked partial): {partial}", file=sys.stderr)
@@ -194,7 +211,157 @@ def _diverge(args: argparse.Namespace) -> int:
             index=False, float_format=lambda v: f"{v:.4f}"
         )
     )
-    return 1 if partial else 0
+    _print_gate(gate)
+    return code
+
+
+def _conversion(args: argparse.Namespace):
+    """Model, calibration set and BuildConfig from the shared conversion options."""
+    from workbench.datasets import ZOO, CalibrationSet, default_calibration_set
+    from workbench.rknn.config import BuildConfig
+
+    model = _load_model(args.model, args.input_shape)
+    calibration = CalibrationSet.from_list(args.dataset) if args.dataset else default_calibration_set()
+    config = BuildConfig(
+        target_platform=args.platform,
+        quantized_dtype=args.dtype,
+        quantized_algorithm=args.algorithm,
+        quantized_method=args.method,
+        preprocess=_preprocess(args, list(model.inputs), ZOO.get(args.model)),
+        float_layers=tuple(t for t in args.float_layers.split(",") if t),
+        auto_hybrid=args.auto_hybrid,
+        auto_hybrid_cos_thresh=args.cos_thresh,
+    )
+    config.check_model(model)
+    return model, calibration, config
+
+
+def _gate(result, args: argparse.Namespace) -> dict:
+    """The --min-sqnr / --min-cosine verdict on the model outputs (or, with --per-layer,
+    every compared layer): passed, and the layers that fail."""
+    summary = result.summary()
+    outputs = list(result.meta.get("model", {}).get("outputs", {}))
+    checked = summary if args.per_layer else summary[summary.layer.isin(outputs)]
+    failing = checked.iloc[0:0]
+    if args.min_sqnr is not None:
+        failing = checked[checked.sqnr_db_mean < args.min_sqnr]
+    if args.min_cosine is not None:
+        failing = checked[(checked.cosine_mean < args.min_cosine) | checked.layer.isin(failing.layer)]
+    return {
+        "min_sqnr_db": args.min_sqnr,
+        "min_cosine": args.min_cosine,
+        "scope": "every layer" if args.per_layer else "model outputs",
+        "checked": len(checked),
+        "passed": failing.empty,
+        "failing": failing[["layer", "op_type", "sqnr_db_mean", "cosine_mean"]].to_dict("records"),
+    }
+
+
+def _print_gate(gate: dict) -> None:
+    if gate["min_sqnr_db"] is None and gate["min_cosine"] is None:
+        return
+    limits = " and ".join(
+        f"{name} >= {value}"
+        for name, value in (("SQNR", gate["min_sqnr_db"]), ("cosine", gate["min_cosine"]))
+        if value is not None
+    )
+    if gate["passed"]:
+        print(f"PASS: {gate['checked']} {gate['scope']} meet {limits}")
+        return
+    print(
+        f"FAIL: {len(gate['failing'])} of {gate['checked']} {gate['scope']} miss {limits}:", file=sys.stderr
+    )
+    for row in gate["failing"][:10]:
+        print(
+            f"  {row['layer']} ({row['op_type']}): SQNR {row['sqnr_db_mean']:.2f} dB, "
+            f"cosine {row['cosine_mean']:.5f}",
+            file=sys.stderr,
+        )
+
+
+def _build(args: argparse.Namespace) -> int:
+    import json
+
+    from workbench.rknn.buildlog import parse_layer_table
+    from workbench.rknn.session import ToolkitSession
+
+    model, calibration, config = _conversion(args)
+    output = Path(args.output or f"{model.name}-{args.platform}.rknn").resolve()
+    if not args.json:
+        print(f"building {model.name} for {args.platform} ({config.variant}) ...", flush=True)
+    with ToolkitSession(timeout=3600) as session:
+        dataset = calibration.write_list(session.workdir / "dataset.txt")
+        partial = output.with_name(f".{output.name}.partial")
+        _, log = session.call(
+            "build",
+            model_path=str(model.save(session.workdir / "model.onnx")),
+            rknn_path=str(partial),
+            **config.build_args(model.inputs, dataset),
+        )
+        partial.replace(output)  # a failed build leaves an earlier .rknn untouched
+    layers = parse_layer_table(log)
+    own = layers[~layers.op_type.str.endswith("Operator")]
+    facts = {
+        "rknn": str(output),
+        "platform": args.platform,
+        "variant": config.variant,
+        "layers": len(own),
+        "cpu_layers": own[own.target == "CPU"][["id", "op_type", "full_name"]].to_dict("records"),
+        "float16_layers": int((own.dtype == "FLOAT16").sum()),
+        "cycles_total": int(layers.cycles_total.sum()),
+    }
+    if args.json:
+        print(json.dumps(facts, indent=1))
+        return 0
+    print(
+        f"wrote {output}\n{facts['layers']} layers ({len(facts['cpu_layers'])} on the CPU, "
+        f"{facts['float16_layers']} in float16), estimated {facts['cycles_total']} cycles"
+    )
+    return 0
+
+
+def _fix(args: argparse.Namespace) -> int:
+    import json
+
+    from workbench.fix.before_after import compare_variants, variant_configs, variants_table
+    from workbench.fix.search import search_mixed_precision
+    from workbench.viz.report import write_report
+
+    if args.target_sqnr is None and args.target_cosine is None:
+        raise WorkbenchError("fix needs a target: --target-sqnr DB and/or --target-cosine C.")
+    model, calibration, config = _conversion(args)
+    samples = calibration.head(args.samples)
+    result = search_mixed_precision(
+        model,
+        config,
+        calibration,
+        samples,
+        target_sqnr_db=args.target_sqnr,
+        target_cosine=args.target_cosine,
+        candidates=args.candidates,
+        jobs=args.jobs,
+        progress=not args.json,
+    )
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = result.export(args.out or Path("runs") / f"{stamp}-{model.name}-fix", model, calibration)
+    runs = compare_variants(
+        model, variant_configs(config, result.layers), calibration, samples, progress=not args.json
+    )
+    report = write_report(runs[config.quantized_dtype], folder / "report.html", variants=runs, search=result)
+    table = variants_table(runs, list(model.outputs))
+    if args.json:
+        out = {
+            **result.to_dict(),
+            "folder": str(folder),
+            "report": str(report),
+            "variants": table.to_dict("records"),
+        }
+        print(json.dumps(out, default=str))
+    else:
+        print(result.summary())
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"hybrid config, model and report: {folder}")
+    return 0 if result.met else 1
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -321,7 +488,14 @@ def _board(args: argparse.Namespace) -> int:
             )
         device, platform = device or board.serial, platform or board.platform
     report = doctor(args.adb, device, platform)
-    print(report)
+    if args.json:
+        import json
+        from dataclasses import asdict
+
+        checks = [asdict(c) for c in report.checks]
+        print(json.dumps({"ready": report.ready, "device": report.device, "checks": checks}, indent=1))
+    else:
+        print(report)
     return 0 if report.ready else 1
 
 
@@ -384,8 +558,16 @@ def _report(args: argparse.Namespace) -> int:
     from workbench.viz.report import write_report
 
     result = Divergence.load(args.run)
-    print(write_report(result, args.output or Path(args.run) / "report.html"))
-    return 0
+    path = write_report(result, args.output or Path(args.run) / "report.html")
+    gate = _gate(result, args)
+    if args.json:
+        import json
+
+        print(json.dumps({"report": str(path), "gate": gate}, default=str))
+    else:
+        print(path)
+        _print_gate(gate)
+    return 0 if gate["passed"] else 1
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ class SearchResult:
                     verbose=False,
                     **self.config.build_args(model.inputs, dataset),
                 )
-                for made, kept in _HYBRID_FILES:
+                for made, kept in _HYBRID_FILES if self.layers else ():  # int8 needs no hybrid files
                     shutil.copy(session.workdir / f"model.{made}", staging / f"{stem}.{kept}")
             (staging / "search.json").write_text(json.dumps(self.to_dict(), indent=1))
             self.trail.to_csv(staging / "trail.csv", index=False)

@@ -102,15 +102,36 @@ def pick_candidates(job: SweepJob, known: list[str], candidates: list[str] | int
 
 
 def largest_local_drop(job: SweepJob, known: list[str], count: int) -> list[str]:
-    """The ``count`` quantized layers whose own SQNR drop (below their inputs') is largest
-    in one float-vs-int8 divergence run: where error is made, not where it is inherited."""
+    """The ``count`` quantized tensors with the largest local SQNR drop (below their inputs')
+    in one float-vs-int8 divergence run: where error is made, not where it is inherited.
+    A tensor fused inside a compiled layer takes the drop of the layer boundary it feeds."""
     from workbench.compare.divergence import compute_divergence
 
+    if count >= len(known):
+        return list(known)
     run = compute_divergence(job.model, job.config, job.calibration, job.samples, progress=False)
     table = run.first_divergence()
-    table = table[table.layer.isin(set(known))]
-    drop = (table.upstream_sqnr_db.clip(upper=100.0) - table.sqnr_db_mean).sort_values(ascending=False)
-    return list(table.loc[drop.index[:count], "layer"])
+    drop = dict(zip(table.layer, table.upstream_sqnr_db.clip(upper=100.0) - table.sqnr_db_mean))
+    boundary = _boundary_of(job.model, set(drop))
+    ranked = sorted(known, key=lambda t: -drop.get(boundary.get(t, ""), float("-inf")))
+    return ranked[:count]
+
+
+def _boundary_of(model, compared: set[str]) -> dict[str, str]:
+    """Tensor -> the first compared tensor at or downstream of it (its layer's output)."""
+    consumers: dict[str, list[str]] = {}
+    for node in model.proto.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).extend(node.output)
+    found: dict[str, str] = {}
+    for tensor in reversed([t.name for t in model.tensors]):  # downstream first
+        if tensor in compared:
+            found[tensor] = tensor
+        else:
+            below = [found[c] for c in consumers.get(tensor, []) if c in found]
+            if below:
+                found[tensor] = below[0]
+    return found
 
 
 def _row(layer, op_type, score: Score, base: Score) -> dict:
