@@ -21,13 +21,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e ".[test]"
 	touch $(STAMP)
 
-# Debian packages the tests use: OpenSSH's server (the SSH path to a virtual board runs
-# through a real sshd on 127.0.0.1, started by the tests). Installed only when missing.
+# Debian packages the tests use, installed only when missing (as root; apt-get update once):
+# OpenSSH's server (the SSH path to a virtual board runs through a real sshd on
+# 127.0.0.1) and chromium (the browser test drives JupyterLab in it through Playwright,
+# which never downloads a browser of its own).
+SYSTEM_PACKAGES := $(if $(wildcard /usr/sbin/sshd),,openssh-server) $(if $(wildcard /usr/bin/chromium),,chromium fonts-liberation)
 system:
-	@if [ ! -x /usr/sbin/sshd ]; then \
+	@if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-server; \
-	  else echo "openssh-server is missing: run 'sudo apt-get install openssh-server' (board tests over SSH skip without it)"; fi; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES); \
+	  else echo "missing Debian packages: run 'sudo apt-get install $(strip $(SYSTEM_PACKAGES))' (their tests skip without them)"; fi; \
 	fi
 
 demo: setup
@@ -43,6 +46,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_float_capture.py
 	$(BIN)/python benchmarks/bench_support.py
 	$(BIN)/python benchmarks/bench_divergence.py
+	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_lab.py
 
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks datasets

@@ -2,7 +2,7 @@
 side by side in one run: builds, wall time, the model output's SQNR (vs the float model,
 on the same samples), float16 tensors and the compile table's cycles.
 
-    .venv/bin/python benchmarks/bench_search.py [--candidates 24] [--samples 2] [--jobs 2]
+    .venv/bin/python benchmarks/bench_search.py [--candidates N] [--samples 2] [--jobs 2]
 
 The search's target is 1 dB above the int8 output (or --target); auto_hybrid runs at each
 --cos-thresh. "float16" counts the tensors each kept in float16 (auto_hybrid: as its build
@@ -25,7 +25,9 @@ from workbench.rknn.config import BuildConfig
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="yolov8n")
-    parser.add_argument("--candidates", type=int, default=24, help="layers swept (largest local error)")
+    parser.add_argument(
+        "--candidates", type=int, default=None, help="layers swept, largest local error first (default: all)"
+    )
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
@@ -73,7 +75,7 @@ def main() -> None:
     rows.append(("workbench search", result.builds + 1, wall, result.score))  # +1: the divergence run
 
     print(
-        f"{args.model}: {args.samples} sample(s), {args.candidates} candidates, {args.jobs} jobs, "
+        f"{args.model}: {args.samples} sample(s), {len(result.ranking) - 1} candidates, {args.jobs} jobs, "
         f"target {target:.2f} dB"
     )
     print(

@@ -343,11 +343,21 @@ def compute_divergence(
         "samples": [[str(p) for p in r] for r in samples.rows],
         "toolkit_version": _toolkit_version(),
         "parents": compared_parents(model, set(table.loc[table.status == "compared", "layer"])),
+        "support": support_summary(model, config.target_platform),
     }
     result = Divergence(table, meta)
     if cache:
         result.save(cached)
     return result
+
+
+def support_summary(model, platform: str) -> dict:
+    """The static operator-support check, as plain data for the run's meta and report."""
+    from workbench.support.static import static_check
+
+    report = static_check(model, platform)
+    problems = report.problems()[["node", "op_type", "status", "reason", "fix"]]
+    return {"platform": platform, "counts": report.counts(), "problems": problems.to_dict("records")}
 
 
 def run_key(model, config, calibration, samples, mode: str) -> str:

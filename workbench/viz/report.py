@@ -72,6 +72,7 @@ Layers compared: {counts.get("compared", 0)}; fused into a neighbour (no RKNN te
 the error itself; "inherited": its inputs were already bad.)</p>{worst_table}
 <h2>Along the graph</h2>{plots}{fix_section}
 <h2>Model</h2><pre>{html.escape(json.dumps(model_facts, indent=1))}</pre>
+<h2>Operator support</h2>{_support_section(meta)}
 <h2>Conversion settings</h2><pre>{html.escape(json.dumps(meta.get("config"), indent=1))}</pre>
 <h2>Calibration</h2><pre>{html.escape(json.dumps(meta.get("calibration"), indent=1))}</pre>
 </body></html>"""
@@ -108,6 +109,22 @@ def _fix_section(result: Divergence, variants, search) -> str:
             variants_figure(variants).to_html(full_html=False, include_plotlyjs=False),
         ]
     return "".join(parts)
+
+
+def _support_section(meta: dict) -> str:
+    support = meta.get("support")
+    if not support:
+        return "<p>Not recorded in this run: see <code>rknn-workbench check MODEL</code>.</p>"
+    counts = ", ".join(f"{html.escape(str(k))}: {v}" for k, v in support["counts"].items())
+    text = f"<p>Static check for {html.escape(support['platform'])}: {counts}.</p>"
+    problems = support.get("problems") or []
+    if problems:
+        import pandas as pd
+
+        text += pd.DataFrame(problems).to_html(index=False)
+    else:
+        text += "<p>Every operator is expected on the NPU.</p>"
+    return text
 
 
 def _partial_banner(meta: dict) -> str:
