@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # OpenSSH's server (the SSH path to a virtual board runs through a real sshd on
 # 127.0.0.1) and chromium (the browser test drives JupyterLab in it through Playwright,
 # which never downloads a browser of its own).
-SYSTEM_PACKAGES := $(if $(wildcard /usr/sbin/sshd),,openssh-server) $(if $(wildcard /usr/bin/chromium),,chromium fonts-liberation)
+SYSTEM_PACKAGES := $(if $(wildcard /usr/sbin/sshd),,openssh-server) $(if $(wildcard /usr/bin/chromium /usr/bin/chromium-browser),,chromium fonts-liberation)
 system:
 	@if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

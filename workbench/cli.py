@@ -170,7 +170,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _diverge(args: argparse.Namespace) -> int:
-    import json
 
     from workbench.compare.divergence import compute_divergence
 
@@ -198,9 +197,7 @@ def _diverge(args: argparse.Namespace) -> int:
     code = 1 if partial or not gate["passed"] else 0
     if args.json:
         summary = result.first_divergence().to_dict("records")
-        print(
-            json.dumps({"run": str(run), "meta": result.meta, "gate": gate, "summary": summary}, default=str)
-        )
+        print(_json({"run": str(run), "meta": result.meta, "gate": gate, "summary": summary}, default=str))
         return code
     print(f"run saved: {run}")
     if partial:
@@ -213,6 +210,23 @@ def _diverge(args: argparse.Namespace) -> int:
     )
     _print_gate(gate)
     return code
+
+
+def _json(data, **kwargs) -> str:
+    """JSON for --json: NaN becomes null (strict JSON, as jq and CI tools expect)."""
+    import json
+    import math
+
+    def clean(value):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(json.loads(json.dumps(data, default=str))), **kwargs)
 
 
 def _conversion(args: argparse.Namespace):
@@ -239,14 +253,23 @@ def _conversion(args: argparse.Namespace):
 def _gate(result, args: argparse.Namespace) -> dict:
     """The --min-sqnr / --min-cosine verdict on the model outputs (or, with --per-layer,
     every compared layer): passed, and the layers that fail."""
+    import pandas as pd
+
     summary = result.summary()
     outputs = list(result.meta.get("model", {}).get("outputs", {}))
     checked = summary if args.per_layer else summary[summary.layer.isin(outputs)]
-    failing = checked.iloc[0:0]
-    if args.min_sqnr is not None:
-        failing = checked[checked.sqnr_db_mean < args.min_sqnr]
+    gated = args.min_sqnr is not None or args.min_cosine is not None
+    if gated and checked.empty:
+        raise WorkbenchError(
+            f"No compared {'layer' if args.per_layer else 'model output'} to check the thresholds on: "
+            "the run has none (see its summary); use --per-layer to gate on every layer."
+        )
+    bad = pd.Series(False, index=checked.index)
+    if args.min_sqnr is not None:  # NaN (no value) fails too
+        bad |= ~(checked.sqnr_db_mean >= args.min_sqnr)
     if args.min_cosine is not None:
-        failing = checked[(checked.cosine_mean < args.min_cosine) | checked.layer.isin(failing.layer)]
+        bad |= ~(checked.cosine_mean >= args.min_cosine)
+    failing = checked[bad]
     return {
         "min_sqnr_db": args.min_sqnr,
         "min_cosine": args.min_cosine,
@@ -280,7 +303,6 @@ def _print_gate(gate: dict) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    import json
 
     from workbench.rknn.buildlog import parse_layer_table
     from workbench.rknn.session import ToolkitSession
@@ -289,16 +311,20 @@ def _build(args: argparse.Namespace) -> int:
     output = Path(args.output or f"{model.name}-{args.platform}.rknn").resolve()
     if not args.json:
         print(f"building {model.name} for {args.platform} ({config.variant}) ...", flush=True)
-    with ToolkitSession(timeout=3600) as session:
-        dataset = calibration.write_list(session.workdir / "dataset.txt")
-        partial = output.with_name(f".{output.name}.partial")
-        _, log = session.call(
-            "build",
-            model_path=str(model.save(session.workdir / "model.onnx")),
-            rknn_path=str(partial),
-            **config.build_args(model.inputs, dataset),
-        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        with ToolkitSession(timeout=3600) as session:
+            dataset = calibration.write_list(session.workdir / "dataset.txt")
+            _, log = session.call(
+                "build",
+                model_path=str(model.save(session.workdir / "model.onnx")),
+                rknn_path=str(partial),
+                **config.build_args(model.inputs, dataset),
+            )
         partial.replace(output)  # a failed build leaves an earlier .rknn untouched
+    finally:
+        partial.unlink(missing_ok=True)
     layers = parse_layer_table(log)
     own = layers[~layers.op_type.str.endswith("Operator")]
     facts = {
@@ -311,7 +337,7 @@ def _build(args: argparse.Namespace) -> int:
         "cycles_total": int(layers.cycles_total.sum()),
     }
     if args.json:
-        print(json.dumps(facts, indent=1))
+        print(_json(facts, indent=1))
         return 0
     print(
         f"wrote {output}\n{facts['layers']} layers ({len(facts['cpu_layers'])} on the CPU, "
@@ -321,7 +347,6 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _fix(args: argparse.Namespace) -> int:
-    import json
 
     from workbench.fix.before_after import compare_variants, variant_configs, variants_table
     from workbench.fix.search import search_mixed_precision
@@ -329,6 +354,11 @@ def _fix(args: argparse.Namespace) -> int:
 
     if args.target_sqnr is None and args.target_cosine is None:
         raise WorkbenchError("fix needs a target: --target-sqnr DB and/or --target-cosine C.")
+    if args.float_layers or args.auto_hybrid:
+        raise WorkbenchError(
+            "fix chooses the float16 layers itself and compares with auto_hybrid: drop --float-layers "
+            "and --auto-hybrid (--cos-thresh sets the auto_hybrid it compares with)."
+        )
     model, calibration, config = _conversion(args)
     samples = calibration.head(args.samples)
     result = search_mixed_precision(
@@ -345,7 +375,11 @@ def _fix(args: argparse.Namespace) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = result.export(args.out or Path("runs") / f"{stamp}-{model.name}-fix", model, calibration)
     runs = compare_variants(
-        model, variant_configs(config, result.layers), calibration, samples, progress=not args.json
+        model,
+        variant_configs(config, result.layers, args.cos_thresh),
+        calibration,
+        samples,
+        progress=not args.json,
     )
     report = write_report(runs[config.quantized_dtype], folder / "report.html", variants=runs, search=result)
     table = variants_table(runs, list(model.outputs))
@@ -356,7 +390,7 @@ def _fix(args: argparse.Namespace) -> int:
             "report": str(report),
             "variants": table.to_dict("records"),
         }
-        print(json.dumps(out, default=str))
+        print(_json(out, default=str))
     else:
         print(result.summary())
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -412,7 +446,6 @@ def _load_model(spec: str, input_shapes: list[str]):
 
 
 def _check(args: argparse.Namespace) -> int:
-    import json
 
     from workbench.support.compile import compile_check
     from workbench.support.static import static_check
@@ -441,7 +474,7 @@ def _check(args: argparse.Namespace) -> int:
                 ),
                 "disagreements": _disagreements(report, compiled),
             }
-        print(json.dumps(out, indent=1, default=str))
+        print(_json(out, indent=1, default=str))
         return code
     counts = ", ".join(f"{k} {v}" for k, v in report.counts().items())
     print(f"{model.name} on {args.platform} (toolkit {report.toolkit_version}), static check: {counts}")
@@ -489,11 +522,10 @@ def _board(args: argparse.Namespace) -> int:
         device, platform = device or board.serial, platform or board.platform
     report = doctor(args.adb, device, platform)
     if args.json:
-        import json
         from dataclasses import asdict
 
         checks = [asdict(c) for c in report.checks]
-        print(json.dumps({"ready": report.ready, "device": report.device, "checks": checks}, indent=1))
+        print(_json({"ready": report.ready, "device": report.device, "checks": checks}, indent=1))
     else:
         print(report)
     return 0 if report.ready else 1
@@ -561,9 +593,7 @@ def _report(args: argparse.Namespace) -> int:
     path = write_report(result, args.output or Path(args.run) / "report.html")
     gate = _gate(result, args)
     if args.json:
-        import json
-
-        print(json.dumps({"report": str(path), "gate": gate}, default=str))
+        print(_json({"report": str(path), "gate": gate}, default=str))
     else:
         print(path)
         _print_gate(gate)

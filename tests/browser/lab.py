@@ -86,6 +86,7 @@ class Lab:
             self.process.wait(20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
         self.log.close()
 
     def url(self, notebook: str) -> str:
@@ -103,7 +104,9 @@ class Lab:
                     return
             except OSError:
                 time.sleep(0.3)
-        raise RuntimeError("JupyterLab did not answer within 90 s")
+        raise RuntimeError(
+            f"JupyterLab did not answer within {timeout:.0f} s; see {self.settings / 'lab.log'}"
+        )
 
 
 def copy_notebook(name: str, folder: Path) -> Path:
@@ -132,13 +135,15 @@ def run_all_cells(page) -> None:
 
 
 def wait_until_idle(page, timeout_ms: int) -> None:
-    """Every code cell has run (no pending '[*]') and the kernel is idle."""
+    """Every code cell has run and the kernel is idle, or a cell failed (Lab then skips the
+    rest, so waiting longer would only hide the traceback)."""
     page.wait_for_function(
         """() => {
             const nb = window.jupyterapp.shell.currentWidget;
             const kernel = nb.sessionContext.session.kernel;
             const cells = nb.content.widgets.filter(c => c.model.type === 'code');
-            return kernel.status === 'idle' && cells.every(c => c.model.executionCount !== null);
+            const failed = cells.some(c => c.model.outputs.toJSON().some(o => o.output_type === 'error'));
+            return kernel.status === 'idle' && (failed || cells.every(c => c.model.executionCount !== null));
         }""",
         timeout=timeout_ms,
         polling=500,
@@ -146,7 +151,10 @@ def wait_until_idle(page, timeout_ms: int) -> None:
 
 
 def notebook_errors(page) -> list[str]:
-    """Error outputs shown in the notebook."""
-    return page.locator(
-        ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
-    ).all_inner_texts()
+    """Tracebacks (error outputs) in the notebook, as text."""
+    return page.evaluate(
+        """() => window.jupyterapp.shell.currentWidget.content.widgets
+            .flatMap(c => c.model.type === 'code' ? c.model.outputs.toJSON() : [])
+            .filter(o => o.output_type === 'error')
+            .map(o => o.ename + ': ' + o.evalue)"""
+    )

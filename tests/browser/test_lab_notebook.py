@@ -66,9 +66,11 @@ def test_explorer_reacts_to_a_click_on_a_layer(page):
     layer = status.first.locator("b").inner_text()
     detail = page.locator(".js-plotly-plot", has_text=f"Tensor comparison: {layer}")
     detail.first.wait_for(timeout=60_000)
-    assert detail.first.locator(".barlayer .trace").count() >= 1  # per-channel SQNR drawn
-    ring = page.locator(".js-plotly-plot", has_text="the clicked layer is ringed").first
-    assert ring.locator(".scatterlayer .trace").count() >= 2
+    assert "SQNR per channel" in detail.first.inner_text()
+    assert detail.first.locator(".barlayer .trace").count() >= 3  # two histograms + per-channel bars
+    graph = page.locator(".js-plotly-plot", has_text="the clicked layer is ringed").first
+    ring = graph.evaluate("el => { const t = el.data[el.data.length - 1]; return [t.name, t.x.length]; }")
+    assert ring == ["selected", 1]  # the clicked layer's node is ringed
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.locator(".jp-OutputArea-output", has=explorer).first.screenshot(
         path=str(ARTIFACTS / "04_explorer_click.png")

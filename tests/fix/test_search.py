@@ -109,3 +109,28 @@ def test_pareto_figure_marks_the_front(residual, small_set, residual_ranking):
     assert (
         list(front.sqnr_db) == sorted(front.sqnr_db) and front.sqnr_db.iloc[-1] == result.trail.sqnr_db.max()
     )
+
+
+def test_int8_meeting_the_target_needs_no_sweep_and_still_reports(residual, small_set, tmp_path):
+    from workbench.compare.divergence import compute_divergence
+    from workbench.viz.report import write_report
+
+    result = search_mixed_precision(
+        residual, CONFIG, small_set, small_set.head(2), target_cosine=0.9, progress=False
+    )
+    assert result.met and result.layers == () and result.builds == 1  # the int8 build only
+    run = compute_divergence(residual, CONFIG, small_set, small_set.head(1), progress=False)
+    text = write_report(run, tmp_path / "r.html", search=result).read_text()
+    assert "No sensitivity sweep was needed" in text
+
+
+def test_export_never_replaces_a_folder_that_is_not_an_export(
+    residual, small_set, residual_ranking, tmp_path
+):
+    result = _search(residual, small_set, residual_ranking, target_cosine=0.9)
+    mine = tmp_path / "my-project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(WorkbenchError, match="not an earlier export"):
+        result.export(mine, residual, small_set)
+    assert (mine / "notes.txt").read_text() == "keep me"

@@ -51,3 +51,10 @@ def test_unknown_layer_names_are_refused(residual, small_set):
 def test_bad_arguments_are_refused(residual, small_set, kwargs, message):
     with pytest.raises(WorkbenchError, match=message):
         sensitivity(residual, CONFIG, small_set, small_set.head(1), progress=False, **kwargs)
+
+
+def test_quantized_view_alone_has_no_float16_column_values(residual, small_set, residual_ranking):
+    table = sensitivity(residual, CONFIG, small_set, small_set.head(2), view="quantized", progress=False)
+    ranked = table[table.layer.notna()]
+    assert not ranked.error.astype(bool).any() and ranked.gain_db.isna().all()
+    assert list(ranked.loss_db) == sorted(ranked.loss_db, reverse=True)

@@ -51,3 +51,17 @@ def test_round_trip_and_digest():
     again = BuildConfig.from_dict(config.to_dict())
     assert again == config and again.digest() == config.digest()
     assert BuildConfig().digest() != config.digest()
+
+
+def test_float_layers_are_names_kept_as_a_sorted_set():
+    from workbench.rknn.config import BuildConfig, ConfigError
+
+    config = BuildConfig(float_layers=["b", "a", "b"])
+    assert config.float_layers == ("a", "b") and config.variant == "hybrid (2 float16)"
+    assert config.digest() == BuildConfig(float_layers=("a", "b")).digest()
+    with pytest.raises(ConfigError, match="list of tensor names"):
+        BuildConfig(float_layers="conv1_out")
+    with pytest.raises(ConfigError, match="not both"):
+        BuildConfig(float_layers=["a"], auto_hybrid=True)
+    with pytest.raises(ConfigError, match="do_quantization=True"):
+        BuildConfig(do_quantization=False, auto_hybrid=True)

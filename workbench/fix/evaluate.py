@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -83,9 +84,13 @@ def score_batch(job: SweepJob, layer_sets: Sequence[Sequence[str]]) -> list[Scor
     session = None
     try:
         for layers in layer_sets:
-            try:
-                if session is None:
+            if session is None:
+                try:
                     session, files = _step1(job)
+                except ToolkitError as err:  # nothing in this batch can be built
+                    error = "step1: " + _first_line(err)
+                    return scores + [Score(tuple(s), error=error) for s in layer_sets[len(scores) :]]
+            try:
                 _, log = session.call("hybrid_step2", **files, float_layers=list(layers), verbose=True)
                 got = [infer_row(session, job.model, job.config, row) for row in job.samples.rows]
             except ToolkitError as err:
@@ -125,7 +130,7 @@ def evaluate(
             for scores in executor.map_unordered(score_batch, job, _batches(missing, executor.slots)):
                 for score in scores:
                     known[score.layers] = score
-                    if store:
+                    if store and not _transient(score.error):
                         store.append(score)
                 bar.update(len(scores))
         finally:
@@ -135,7 +140,8 @@ def evaluate(
 
 def score_config(job: SweepJob, config: BuildConfig) -> Score:
     """Build any config (e.g. the toolkit's auto_hybrid) and score it like a sweep entry;
-    ``layers`` are the tensors the build log says it kept in float16."""
+    ``layers`` are the tensors the build log says it kept in float16 (the toolkit's
+    internal names, which may carry suffixes such as ``__float16``)."""
     from workbench.runners.markall import infer_row
 
     with ToolkitSession(timeout=1800) as session:
@@ -181,17 +187,21 @@ def quantized_candidates(job: SweepJob) -> list[str]:
     finally:
         session.close()
     saved.parent.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(found))
+    partial = saved.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(found))
+    os.replace(partial, saved)
     return found
 
 
 class SweepStore:
     """Append-only JSON lines of Scores for one sweep key, under the cache."""
 
+    VERSION = 2  #: bump when Score changes, so older records are not read as incomplete ones
+
     def __init__(self, key: str):
         from workbench.datasets import cache_dir
 
-        self.path = cache_dir() / "sweeps" / f"{key}.jsonl"
+        self.path = cache_dir() / "sweeps" / f"{key}.v{self.VERSION}.jsonl"
 
     def load(self) -> dict[tuple[str, ...], Score]:
         found: dict[tuple[str, ...], Score] = {}
@@ -238,6 +248,9 @@ def _step1(job: SweepJob) -> tuple[ToolkitSession, dict]:
 
 def _score(layers: tuple[str, ...], expected, got, log: str) -> Score:
     per_sample = [[tensor_metrics(e, g) for e, g in zip(exp, out)] for exp, out in zip(expected, got)]
+    flags = {m["flag"] for s in per_sample for m in s} & {"nonfinite", "size-mismatch"}
+    if flags:  # NaN/Inf or a wrong-sized output: not a score to rank or to meet a target with
+        return Score(layers, error=f"the model output is {' and '.join(sorted(flags))}")
     table = parse_layer_table(log)
     return Score(
         layers,
@@ -255,9 +268,18 @@ def _batches(items: list, slots: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _transient(error: str) -> bool:
+    """A crash, a timeout or a step1 failure may not happen again: not kept in the cache."""
+    return error.startswith(("crash: ", "timeout: ", "step1: "))
+
+
 def _first_line(err: Exception) -> str:
     """The toolkit's own words for a failure (its "E ..." line), else the exception line."""
-    lines = str(err).splitlines()
+    text = str(err)
+    if "stopped at" in text or "took longer than" in text:
+        kind = "crash: " if "stopped at" in text else "timeout: "
+        return kind + text.splitlines()[0][:300]
+    lines = text.splitlines()
     said = [x for x in lines if x.startswith("E ") and "version:" not in x and "Traceback" not in x]
     said += [x for x in lines if "Error:" in x and "Traceback" not in x]
     return (said[0] if said else lines[0])[:300]

@@ -29,8 +29,8 @@ class LocalExecutor:
         try:
             for future in as_completed(futures):
                 yield future.result()
-        finally:  # interrupted or failed: queued tasks are dropped, running ones finish
-            pool.shutdown(wait=True, cancel_futures=True)
+        finally:  # interrupted or failed: queued tasks are dropped, running ones end on their own
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class DaskExecutor:

@@ -3,8 +3,9 @@ target SQNR or cosine, as a hybrid quantization config the toolkit accepts.
 
 Layers are taken in sensitivity order (largest gain first). Prefixes of that order are
 scored at doubling sizes in parallel (1, 2, 4, ...); bisection then finds the shortest
-prefix meeting the target, and a pruning pass drops any chosen layer the target does not
-need. Every scored configuration is kept in ``trail``, the accuracy-vs-cost points.
+prefix meeting the target, and pruning drops blocks of chosen layers (halving the block
+size) that the target does not need, within a budget of builds. Every scored
+configuration is kept in ``trail``, the accuracy-vs-cost points.
 """
 
 from __future__ import annotations
@@ -72,7 +73,12 @@ class SearchResult:
         folder first: an earlier export in ``folder`` survives a failed build."""
         from workbench.rknn.session import ToolkitSession
 
-        folder = Path(folder)
+        folder = Path(folder).resolve()
+        if folder.exists() and not (folder / "search.json").exists():
+            raise WorkbenchError(
+                f"{folder} exists and is not an earlier export (no search.json): give a new folder, "
+                "so nothing of yours is replaced."
+            )
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
         stem = model.name.replace(" ", "_")
@@ -90,9 +96,11 @@ class SearchResult:
                     shutil.copy(session.workdir / f"model.{made}", staging / f"{stem}.{kept}")
             (staging / "search.json").write_text(json.dumps(self.to_dict(), indent=1))
             self.trail.to_csv(staging / "trail.csv", index=False)
+            old = folder.with_name(f".{folder.name}.old")
             if folder.exists():
-                shutil.rmtree(folder)
+                os.replace(folder, old)  # kept until the new export is in place
             os.replace(staging, folder)
+            shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -144,6 +152,10 @@ def search_mixed_precision(
     job = prepare_job(model, config, calibration, samples)
     search = _Search(job, executor, target_sqnr_db, target_cosine, progress, cache)
     search.trail += [("sensitivity", s) for s in search.score([[]])]
+    if search.known[()].error:
+        raise WorkbenchError(
+            f"The all-int8 model could not be built for the search: {search.known[()].error}"
+        )
     if ranking is None and search.meets([]):  # int8 is good enough: no sweep needed
         ranking = pd.DataFrame(columns=["layer", "error"])
     if ranking is None:
@@ -186,8 +198,9 @@ class _Search:
         self.trail: list[tuple[str, Score]] = []
 
     def reuse(self, ranking: pd.DataFrame) -> None:
-        """Take the single-layer scores a sensitivity table already holds (no rebuild)."""
-        if "output_sqnr_db" not in ranking:
+        """Take the single-layer scores a sensitivity table of the same sweep (same model,
+        settings and samples) already holds: no rebuild."""
+        if "output_sqnr_db" not in ranking or ranking.attrs.get("key") != self.job.key:
             return
         for r in ranking.itertuples():
             error = r.error if isinstance(r.error, str) else ""
@@ -227,21 +240,29 @@ class _Search:
             low, high = (low, mid) if self.meets(order[:mid]) else (mid, high)
         return order[:high]
 
-    def prune(self, chosen: list[str]) -> list[str]:
-        """Drop, least useful first, each layer the target does not need."""
-        for layer in list(reversed(chosen)):
-            if len(chosen) == 1:
-                break
-            trial = [c for c in chosen if c != layer]
-            self.score([trial], "prune")
-            if self.meets(trial):
-                chosen = trial
+    def prune(self, chosen: list[str], budget: int = 16) -> list[str]:
+        """Drop what the target does not need: blocks of layers from the least useful end,
+        halving the block size (all at once first, one layer at a time last), within
+        ``budget`` builds, so a long prefix costs O(log n) builds, not one per layer."""
+        block = max(1, len(chosen) // 2)
+        while block and budget and len(chosen) > 1:
+            end = len(chosen)
+            while end > 0 and budget and len(chosen) > 1:
+                start = max(0, end - block)
+                trial = chosen[:start] + chosen[end:]
+                if trial:
+                    self.score([trial], "prune")
+                    budget -= 1
+                    if self.meets(trial):
+                        chosen = trial
+                end = start
+            block //= 2
         return chosen
 
     def best(self, chosen: list[str] | None) -> Score:
         if chosen is not None:
             return self.known[tuple(sorted(chosen))]
-        ok = [s for s in self.known.values() if not s.error]
+        ok = [s for s in self.known.values() if not s.error and s.sqnr_db == s.sqnr_db]  # not NaN
         return max(ok, key=lambda s: (s.sqnr_db, s.cosine, -len(s.layers)))
 
     def table(self) -> pd.DataFrame:

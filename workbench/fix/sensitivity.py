@@ -12,6 +12,7 @@ import pandas as pd
 
 from workbench.errors import WorkbenchError
 from workbench.fix.evaluate import Score, SweepJob, evaluate, prepare_job, quantized_candidates
+from workbench.fix.executor import as_executor
 
 VIEWS = ("float16", "quantized", "both")
 
@@ -50,13 +51,17 @@ def sensitivity(
     job = prepare_job(model, config, calibration, samples)
     known = quantized_candidates(job)
     chosen = pick_candidates(job, known, candidates)
+    if not chosen:
+        raise WorkbenchError(
+            f"No candidate layers: {job.model.name} has no quantized tensor to keep in float16."
+        )
     all_fp16 = tuple(sorted(known))
     sets: list[tuple[str, ...]] = [()]
     if view in ("float16", "both"):
         sets += [(c,) for c in chosen]
     if view in ("quantized", "both"):
         sets += [all_fp16, *[_all_but(known, c) for c in chosen]]
-    executor = executor or _local(jobs)
+    executor = as_executor(executor, jobs)
     scores = dict(zip(sets, evaluate(job, sets, executor, progress=progress and "sensitivity", cache=cache)))
     base = scores[()]
     if base.error:
@@ -66,7 +71,7 @@ def sensitivity(
     if view in ("quantized", "both"):
         rows.append(_row(None, "(all float16)", scores[all_fp16], base))
     for c in chosen:
-        row = _row(c, ops.get(c), scores.get((c,), Score((c,), error="not in this view")), base)
+        row = _row(c, ops.get(c), scores.get((c,), Score((c,))), base)  # NaN: not in this view
         if view in ("quantized", "both"):
             only = scores[_all_but(known, c)]
             row["quantized_sqnr_db"] = only.sqnr_db
@@ -149,9 +154,3 @@ def _row(layer, op_type, score: Score, base: Score) -> dict:
 
 def _all_but(known: list[str], layer: str) -> tuple[str, ...]:
     return tuple(sorted(k for k in known if k != layer))
-
-
-def _local(jobs: int):
-    from workbench.fix.executor import LocalExecutor
-
-    return LocalExecutor(jobs)

@@ -62,7 +62,11 @@ class BuildConfig:
     auto_hybrid_cos_thresh: float = 0.98
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "float_layers", tuple(self.float_layers))
+        if isinstance(self.float_layers, str):
+            raise ConfigError(
+                f"float_layers is a list of tensor names, not the string {self.float_layers!r}."
+            )
+        object.__setattr__(self, "float_layers", tuple(sorted(set(self.float_layers))))
         if (self.float_layers or self.auto_hybrid) and not self.do_quantization:
             raise ConfigError(
                 "float_layers and auto_hybrid mix float16 into a quantized model: use do_quantization=True."

@@ -136,7 +136,8 @@ class ToolkitSession:
 
         from workbench.datasets import cache_dir
 
-        kept = cache_dir() / "logs" / f"toolkit-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+        # The worker's own pid: parallel sessions (sweeps) never share a log name.
+        kept = cache_dir() / "logs" / f"toolkit-{datetime.now():%Y%m%d-%H%M%S}-{self._proc.pid}.log"
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(self.log_path, kept)
         return kept

@@ -132,7 +132,7 @@ def variants_figure(runs: Mapping[str, Divergence], metric: str = "sqnr_db") -> 
 
 def pareto_front(points: pd.DataFrame, cost: str) -> pd.DataFrame:
     """Points no other beats on both SQNR (higher) and ``cost`` (lower), cheapest first."""
-    ordered = points.sort_values([cost, "sqnr_db"], ascending=[True, False])
+    ordered = points.dropna(subset=[cost, "sqnr_db"]).sort_values([cost, "sqnr_db"], ascending=[True, False])
     keep, best = [], float("-inf")
     for i, row in ordered.iterrows():
         if row.sqnr_db > best:

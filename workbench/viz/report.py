@@ -90,10 +90,13 @@ def _fix_section(result: Divergence, variants, search) -> str:
 
     parts = []
     if search is not None:
+        swept = "gain_db" in search.ranking and search.ranking.layer.notna().any()
         parts += [
             f"<h2>Mixed-precision search</h2><p>{html.escape(search.summary())}</p>",
             "<p>Float16 layers: <code>" + html.escape(", ".join(search.layers) or "(none)") + "</code></p>",
-            sensitivity_figure(search.ranking).to_html(full_html=False, include_plotlyjs=False),
+            sensitivity_figure(search.ranking).to_html(full_html=False, include_plotlyjs=False)
+            if swept
+            else "<p>No sensitivity sweep was needed: the int8 model meets the target.</p>",
             pareto_figure(search.trail, target=search.target.get("sqnr_db")).to_html(
                 full_html=False, include_plotlyjs=False
             ),

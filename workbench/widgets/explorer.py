@@ -11,6 +11,8 @@ for the sample chosen, so a run reopened from disk can be explored too.
 
 from __future__ import annotations
 
+import html
+import weakref
 from pathlib import Path
 
 import ipywidgets as w
@@ -20,7 +22,7 @@ import plotly.graph_objects as go
 from workbench.compare.divergence import Divergence
 from workbench.compare.metrics import METRICS
 from workbench.datasets import CalibrationSet
-from workbench.errors import WorkbenchError
+from workbench.errors import ToolkitError, WorkbenchError
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
 from workbench.viz.graph import graph_figure, graph_layout
@@ -46,12 +48,19 @@ class LayerTensors:
             self._runner = MarkAllRunner(self.model, self.config, self.calibration)
         if sample != self._sample:
             row = self.rows[sample]
-            quantized = self._runner.run(row)
+            try:
+                quantized = self._runner.run(row)
+            except ToolkitError:
+                self.close()  # a crashed worker is not reused: the next click builds afresh
+                raise
             floats = FloatRunner(self.model, self.config.preprocess, keep=list(quantized)).run(row)
             self._tensors, self._sample = (floats, quantized), sample
         floats, quantized = self._tensors
         if layer not in quantized:
-            raise WorkbenchError(f"{layer} has no tensor of its own in the quantized model (fused).")
+            raise WorkbenchError(
+                f"{layer} is fused inside a compiled layer and has no tensor of its own: click the "
+                "next layer downstream."
+            )
         return floats[layer], quantized[layer]
 
     def close(self) -> None:
@@ -75,6 +84,7 @@ class DivergenceExplorer:
         rows = [tuple(Path(p) for p in row) for row in meta.get("samples", [])]
         calibration = calibration or CalibrationSet.from_list(meta["calibration"]["source"])
         self.tensors = LayerTensors(model, BuildConfig.from_dict(meta["config"]), calibration, rows)
+        weakref.finalize(self, self.tensors.close)  # the toolkit worker goes with the explorer
         self.selected: str | None = None
         backends = [b for b in result.table.backend.unique() if b != "float"]
         self.backend = w.Dropdown(options=backends, value=backends[0], description="backend")
@@ -159,8 +169,8 @@ class DivergenceExplorer:
         self.status.value = f"<b>{layer}</b>: computing its tensors on sample {sample} ..."
         try:
             reference, quantized = self.tensors.get(layer, sample)
-        except WorkbenchError as err:  # shown in the panel; the kernel and the widget go on
-            self.status.value = f"<b>{layer}</b>: {err}"
+        except Exception as err:  # noqa: BLE001 - a click callback must show, not swallow, its error
+            self.status.value = f"<b>{html.escape(layer)}</b>: {html.escape(str(err))}"
             return
         figure = tensor_figure(reference, quantized, layer)
         with self.detail.batch_update():
@@ -168,10 +178,10 @@ class DivergenceExplorer:
             self.detail.layout = figure.layout
             for trace in figure.data:
                 self.detail.add_trace(trace)
-        value = self.rows().set_index("layer")[self.metric.value].get(layer)
+        value = self.rows().set_index("layer")[self.metric.value].get(layer, float("nan"))
         self.status.value = (
-            f"<b>{layer}</b> ({node}): {self.metric.value} {value:.4g} ({self.sample.value}); tensors "
-            f"of sample {sample}, simulator vs float"
+            f"<b>{html.escape(layer)}</b> ({html.escape(str(node))}): {self.metric.value} {value:.4g} "
+            f"({self.sample.value}); tensors of sample {sample}, simulator vs float"
         )
 
     def close(self) -> None:
