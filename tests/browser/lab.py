@@ -49,6 +49,9 @@ class Lab:
         tracker = self.settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
         tracker.parent.mkdir(parents=True, exist_ok=True)
         tracker.write_text(json.dumps({"windowingMode": "none"}))
+        news = self.settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+        news.parent.mkdir(parents=True, exist_ok=True)
+        news.write_text(json.dumps({"fetchNews": "false"}))  # no "Jupyter news?" popup over the page
         env = {
             **os.environ,
             "JUPYTERLAB_SETTINGS_DIR": str(self.settings),

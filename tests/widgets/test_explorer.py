@@ -50,6 +50,8 @@ def test_click_shows_the_tensors_and_rings_the_layer_in_the_graph(explorer):
     per_channel = explorer.detail.data[-1].y
     channels = {t.name: t.shape for t in explorer.model.tensors}["relu1_out"][1]
     assert len(per_channel) == channels > 1 and all(np.isfinite(per_channel))
+    mark = explorer.layers.data[1]
+    assert list(mark.x) == [explorer.rows().set_index("layer").at["relu1_out", "index"]]
     ring = explorer.graph.data[-1]
     assert ring.name == "selected" and len(ring.x) == 1
     assert "relu1_out" in explorer.status.value and "sqnr_db" in explorer.status.value

@@ -98,6 +98,13 @@ class DivergenceExplorer:
             layout={"template": "plotly_white", "height": 380, "hovermode": "closest"}
         )
         self.layers.add_scatter(mode="lines+markers", name="per layer")
+        self.layers.add_scatter(
+            mode="markers",
+            name="selected",
+            hoverinfo="skip",
+            showlegend=False,
+            marker={"size": 16, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "crimson"}},
+        )
         self.layers.data[0].on_click(self._on_click)
         self.detail = go.FigureWidget(layout={"template": "plotly_white", "height": 360})
         self.graph = go.FigureWidget(graph_figure(model, title="graph (the clicked layer is ringed)"))
@@ -159,6 +166,13 @@ class DivergenceExplorer:
     def select(self, layer: str) -> None:
         """Show ``layer``'s tensor comparison and ring it in the graph."""
         self.selected = layer
+        rows = self.rows().set_index("layer")
+        mark = self.layers.data[1]
+        mark.x, mark.y = (
+            ([rows.at[layer, "index"]], [rows.at[layer, self.metric.value]])
+            if layer in rows.index
+            else ([], [])
+        )
         node = self._producer.get(layer)
         if node in self._positions:
             x, y = self._positions[node]
@@ -178,7 +192,7 @@ class DivergenceExplorer:
             self.detail.layout = figure.layout
             for trace in figure.data:
                 self.detail.add_trace(trace)
-        value = self.rows().set_index("layer")[self.metric.value].get(layer, float("nan"))
+        value = rows[self.metric.value].get(layer, float("nan"))
         self.status.value = (
             f"<b>{html.escape(layer)}</b> ({html.escape(str(node))}): {self.metric.value} {value:.4g} "
             f"({self.sample.value}); tensors of sample {sample}, simulator vs float"
