@@ -51,7 +51,7 @@ class SearchResult:
         return int(self.trail.attrs.get("builds", len(self.trail)))
 
     def summary(self) -> str:
-        goal = " and ".join(f"{k} >= {v}" for k, v in self.target.items() if v is not None)
+        goal = " and ".join(f"{k} >= {v:.6g}" for k, v in self.target.items() if v is not None)
         verdict = "met" if self.met else "NOT met (best found shown)"
         return (
             f"target {goal}: {verdict} with {len(self.layers)} float16 layer(s); output SQNR "
