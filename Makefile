@@ -1,5 +1,6 @@
 # Two commands for a new user: `make demo` and `make test`. Both set everything up first.
-PYTHON ?= python3
+# The toolkit's wheels are for CPython 3.11: use python3.11 when it exists.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -33,7 +34,7 @@ system:
 	  else echo "missing Debian packages: run 'sudo apt-get install $(strip $(SYSTEM_PACKAGES))' (their tests skip without them)"; fi; \
 	fi
 
-demo: setup
+demo: setup system
 	$(BIN)/rknn-workbench demo
 
 test: setup system

@@ -173,6 +173,8 @@ def _diverge(args: argparse.Namespace) -> int:
 
     from workbench.compare.divergence import compute_divergence
 
+    if args.board and args.mode == "snapshot":
+        raise WorkbenchError("--board compares in mark-all mode only: drop --mode snapshot (or --board).")
     model, calibration, config = _conversion(args)
     samples = calibration.head(args.samples)
     partial = None
@@ -534,6 +536,11 @@ def _board(args: argparse.Namespace) -> int:
 def _support(args: argparse.Namespace) -> int:
     from workbench.support.probe import PACKAGED_MATRIX, probe
 
+    if args.ops and not args.out:
+        raise WorkbenchError(
+            "--ops probes only some operators: give --out my_matrix.json, so the packaged matrix "
+            "(every operator) is not replaced by a partial one."
+        )
     matrix = probe(args.out or PACKAGED_MATRIX, ops=args.ops, jobs=args.jobs)
     print(f"{len(matrix.ops)} operators probed with toolkit {matrix.toolkit_version}")
     for op, text in matrix.disagreements().items():
