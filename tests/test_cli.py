@@ -29,6 +29,10 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "no saved divergence run" in capsys.readouterr().err
     assert main(["demo", "--model", "nope"]) == 2
     assert "Known models" in capsys.readouterr().err
+    assert main(["support", "probe", "--ops", "Conv"]) == 2  # would replace the packaged matrix
+    assert "--out" in capsys.readouterr().err
+    assert main(["diverge", "lcnet-orientation", "--board", "b", "--mode", "snapshot"]) == 2
+    assert "mark-all mode only" in capsys.readouterr().err
 
 
 @pytest.mark.toolkit
