@@ -40,7 +40,11 @@ demo: setup system
 test: setup system
 	$(BIN)/python -m pytest
 
+# Lab's "fetch Jupyter news?" prompt is turned off (a default the user can change in Settings).
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 lab: setup
+	@mkdir -p $(dir $(LAB_OVERRIDES))
+	@test -f $(LAB_OVERRIDES) || echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}}' > $(LAB_OVERRIDES)
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --allow-root --notebook-dir notebooks
 
 bench: setup

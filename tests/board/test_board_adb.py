@@ -24,3 +24,17 @@ def test_unplugged_board(tiny_models, small_set, tmp_path, monkeypatch):
         assert log.is_file() and log.is_relative_to(tmp_path / "cache" / "logs")
     finally:
         Adb().run("kill-server")  # the toolkit started its adb server; leave nothing running
+
+
+def test_board_costs_without_a_board_say_what_to_run(tiny_models, small_set, tmp_path, monkeypatch):
+    """eval_perf per variant needs a real board: without one, the toolkit's error comes
+    back with the pointer to the board doctor (the timing itself runs on a board only)."""
+    from workbench.fix.before_after import board_costs, variant_configs
+
+    monkeypatch.setenv("RKNN_WORKBENCH_CACHE", str(tmp_path / "cache"))
+    configs = variant_configs(BuildConfig(), auto_hybrid_cos_thresh=None)
+    try:
+        with pytest.raises(ToolkitError, match="board doctor"):
+            board_costs(tiny_models["conv-relu-sigmoid"], configs, small_set, "192.0.2.1:5555")
+    finally:
+        Adb().run("kill-server")
