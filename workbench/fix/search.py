@@ -47,8 +47,8 @@ class SearchResult:
 
     @property
     def builds(self) -> int:
-        """Hybrid builds the search scored (sensitivity sweep included)."""
-        return int(self.trail.attrs.get("builds", len(self.trail)))
+        """Configs built and scored, the sensitivity sweep's included (one build each)."""
+        return len(self.trail)
 
     def summary(self) -> str:
         goal = " and ".join(f"{k} >= {v:.6g}" for k, v in self.target.items() if v is not None)
@@ -62,8 +62,6 @@ class SearchResult:
 
     def pareto(self, cost: str = "cycles") -> pd.DataFrame:
         """The trail's configs no other beats on both accuracy and ``cost``."""
-        from workbench.viz.fix_plots import pareto_front
-
         return pareto_front(self.trail[self.trail.error == ""], cost)
 
     def export(self, folder: str | Path, model, calibration) -> Path:
@@ -178,7 +176,6 @@ def search_mixed_precision(
         chosen = search.prune(chosen)
     best = search.best(chosen)
     trail = search.table()
-    trail.attrs["builds"] = len(trail)
     return SearchResult(
         config=replace(config, float_layers=best.layers),
         score=best,
@@ -281,3 +278,14 @@ class _Search:
             for stage, s in self.trail
         ]
         return pd.DataFrame(rows)
+
+
+def pareto_front(points: pd.DataFrame, cost: str) -> pd.DataFrame:
+    """Points no other beats on both SQNR (higher) and ``cost`` (lower), cheapest first."""
+    ordered = points.dropna(subset=[cost, "sqnr_db"]).sort_values([cost, "sqnr_db"], ascending=[True, False])
+    keep, best = [], float("-inf")
+    for i, row in ordered.iterrows():
+        if row.sqnr_db > best:
+            keep.append(i)
+            best = row.sqnr_db
+    return ordered.loc[keep]

@@ -9,8 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.compare.divergence import Divergence
-
-_LABEL = {"sqnr_db": "SQNR (dB)", "cosine": "cosine similarity"}
+from workbench.fix.search import pareto_front
+from workbench.viz.plots import METRIC_LABELS, runs_figure
 
 
 def sensitivity_figure(table: pd.DataFrame, top: int = 30) -> go.Figure:
@@ -105,40 +105,9 @@ def pareto_figure(
 def variants_figure(runs: Mapping[str, Divergence], metric: str = "sqnr_db") -> go.Figure:
     """Per-layer ``metric`` of each variant's run (int8, hybrid, auto_hybrid, ...) along the
     graph, in one plot."""
-    fig = go.Figure()
-    for label, run in runs.items():
-        summary = run.summary()
-        fig.add_trace(
-            go.Scatter(
-                x=summary["index"],
-                y=summary[f"{metric}_mean"],
-                mode="lines+markers",
-                name=label,
-                customdata=summary.layer,
-                hovertext=[f"{r.layer} ({r.op_type})" for r in summary.itertuples()],
-                hoverinfo="text+y+name",
-            )
-        )
-    fig.update_layout(
-        title=f"Before/after: per-layer {_LABEL[metric]} of each variant vs float",
-        xaxis_title="layer (topological order)",
-        yaxis_title=_LABEL[metric],
-        template="plotly_white",
-        height=440,
-        hovermode="closest",
+    return runs_figure(
+        runs, metric, f"Before/after: per-layer {METRIC_LABELS[metric]} of each variant vs float"
     )
-    return fig
-
-
-def pareto_front(points: pd.DataFrame, cost: str) -> pd.DataFrame:
-    """Points no other beats on both SQNR (higher) and ``cost`` (lower), cheapest first."""
-    ordered = points.dropna(subset=[cost, "sqnr_db"]).sort_values([cost, "sqnr_db"], ascending=[True, False])
-    keep, best = [], float("-inf")
-    for i, row in ordered.iterrows():
-        if row.sqnr_db > best:
-            keep.append(i)
-            best = row.sqnr_db
-    return ordered.loc[keep]
 
 
 def _layers_text(layers, most: int = 6) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import plotly.graph_objects as go
 
 from workbench.compare.divergence import Divergence
 
-_LABEL = {"sqnr_db": "SQNR (dB)", "cosine": "cosine similarity"}
+METRIC_LABELS = {"sqnr_db": "SQNR (dB)", "cosine": "cosine similarity"}
 
 
 def per_layer_figure(
@@ -22,8 +24,8 @@ def per_layer_figure(
     its op and the RKNN layer it was matched to. The ``label_worst`` lowest layers are
     annotated. ``threshold`` draws a horizontal line (default: 20 dB or cosine 0.99).
     """
-    if metric not in _LABEL:
-        raise ValueError(f"metric must be one of {list(_LABEL)}, not {metric!r}")
+    if metric not in METRIC_LABELS:
+        raise ValueError(f"metric must be one of {list(METRIC_LABELS)}, not {metric!r}")
     summary = result.summary(backend)
     mean, worst = summary[f"{metric}_mean"], summary[f"{metric}_worst"]
     hover = [
@@ -89,10 +91,10 @@ def per_layer_figure(
             font={"size": 10},
         )
     fig.update_layout(
-        title=f"Per-layer {_LABEL[metric]}: {backend} vs float "
+        title=f"Per-layer {METRIC_LABELS[metric]}: {backend} vs float "
         f"({result.meta.get('model', {}).get('name', 'model')})",
         xaxis_title="layer (topological order)",
-        yaxis_title=_LABEL[metric],
+        yaxis_title=METRIC_LABELS[metric],
         hovermode="closest",
         template="plotly_white",
         height=420,
@@ -111,12 +113,12 @@ def heatmap_figure(result: Divergence, metric: str = "sqnr_db", backend: str = "
             x=[f"sample {s}" for s in grid.columns],
             y=layers,
             colorscale="RdYlGn",
-            colorbar={"title": _LABEL.get(metric, metric)},
+            colorbar={"title": METRIC_LABELS.get(metric, metric)},
             hovertemplate="%{y}<br>%{x}<br>" + metric + " %{z:.4g}<extra></extra>",
         )
     )
     fig.update_layout(
-        title=f"{_LABEL.get(metric, metric)} per layer and sample ({backend} vs float)",
+        title=f"{METRIC_LABELS.get(metric, metric)} per layer and sample ({backend} vs float)",
         yaxis={"autorange": "reversed", "showticklabels": len(layers) <= 60},
         height=max(400, min(1200, 12 * len(layers))),
         template="plotly_white",
@@ -176,34 +178,39 @@ def tensor_figure(
     return fig
 
 
-def compare_figure(
-    a: Divergence, b: Divergence, labels: tuple[str, str] = ("run A", "run B"), metric: str = "sqnr_db"
-) -> go.Figure:
-    """Two runs' per-layer ``metric`` along the graph (``Divergence.compare`` gives the table
-    with the change per layer)."""
-    both = a.compare(b)
+def runs_figure(runs: Mapping[str, Divergence], metric: str = "sqnr_db", title: str = "") -> go.Figure:
+    """Per-layer ``metric`` of several runs (label -> run) along the graph, one line each."""
     fig = go.Figure()
-    for suffix, label in zip(("_a", "_b"), labels):
+    for label, run in runs.items():
+        summary = run.summary()
         fig.add_trace(
             go.Scatter(
-                x=both["index"],
-                y=both[f"{metric}_mean{suffix}"],
+                x=summary["index"],
+                y=summary[f"{metric}_mean"],
                 mode="lines+markers",
                 name=label,
-                customdata=both["layer"],
-                hovertext=both["layer"],
-                hoverinfo="text+y",
+                customdata=summary.layer,
+                hovertext=[f"{r.layer} ({r.op_type})" for r in summary.itertuples()],
+                hoverinfo="text+y+name",
             )
         )
     fig.update_layout(
-        title=f"Per-layer {_LABEL[metric]}: {labels[0]} vs {labels[1]}",
+        title=title or f"Per-layer {METRIC_LABELS[metric]}: {' vs '.join(runs)}",
         xaxis_title="layer (topological order)",
-        yaxis_title=_LABEL[metric],
+        yaxis_title=METRIC_LABELS[metric],
         template="plotly_white",
         height=420,
         hovermode="closest",
     )
     return fig
+
+
+def compare_figure(
+    a: Divergence, b: Divergence, labels: tuple[str, str] = ("run A", "run B"), metric: str = "sqnr_db"
+) -> go.Figure:
+    """Two runs' per-layer ``metric`` along the graph (``Divergence.compare`` gives the table
+    with the change per layer)."""
+    return runs_figure(dict(zip(labels, (a, b))), metric)
 
 
 def divergence_overlay(
@@ -222,8 +229,8 @@ def divergence_overlay(
     return graph_figure(
         model,
         values,
-        value_label=_LABEL[metric],
-        title=f"{_LABEL[metric]} per node ({backend} vs float); grey: fused, no own tensor",
+        value_label=METRIC_LABELS[metric],
+        title=f"{METRIC_LABELS[metric]} per node ({backend} vs float); grey: fused, no own tensor",
     )
 
 
