@@ -86,6 +86,33 @@ def main(argv: list[str] | None = None) -> int:
     diverge.add_argument("--board", help="also run on this board (a name from boards.toml)")
     diverge.set_defaults(func=_diverge)
 
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[conversion],
+        help="the model's answers float vs quantized (and board) per sample; saves a run",
+    )
+    evaluate.add_argument(
+        "--task",
+        help="classification | detection | ctc | map | outputs, or FILE.py:FUNCTION "
+        "(default: the zoo model's task, else outputs)",
+    )
+    evaluate.add_argument(
+        "--data",
+        help="samples to judge: a folder per class, CSV path,label, COCO json, PaddleOCR label file "
+        "or dataset.txt (default: the zoo model's labelled set)",
+    )
+    evaluate.add_argument("--dict", help="character dictionary of a CTC text model (one per line)")
+    evaluate.add_argument("--samples", type=int, help="judge only the first N samples")
+    evaluate.add_argument("--board", help="also run on this board (a name from boards.toml)")
+    evaluate.add_argument(
+        "--min-agreement", type=float, metavar="A", help="exit 1 if agreement with float is below A (0-1)"
+    )
+    evaluate.add_argument(
+        "--max-drop", type=float, metavar="D", help="exit 1 if accuracy drops by more than D (0-1)"
+    )
+    evaluate.add_argument("--out", help="run folder (default: runs/<time>-<model>-answers)")
+    evaluate.set_defaults(func=_evaluate)
+
     fix = commands.add_parser(
         "fix",
         parents=[conversion],
@@ -212,6 +239,86 @@ def _diverge(args: argparse.Namespace) -> int:
     )
     _print_gate(gate)
     return code
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from workbench.task.defaults import task_adapter, task_data
+    from workbench.task.evaluate import evaluate
+
+    for flag, value in (("--min-agreement", args.min_agreement), ("--max-drop", args.max_drop)):
+        if value is not None and not 0 <= value <= 1:
+            raise WorkbenchError(f"{flag} {value}: give a fraction between 0 and 1, e.g. 0.95.")
+    model, calibration, config = _conversion(args)
+    adapter = task_adapter(args.model, model, args.task, args.dict)
+    data = task_data(args.model, args.data)
+    if args.samples is not None:
+        if args.samples < 1:
+            raise WorkbenchError(f"--samples {args.samples}: give 1 or more.")
+        if args.samples > len(data):
+            print(
+                f"using {len(data)} of {args.samples} requested samples: the set has {len(data)}",
+                file=sys.stderr,
+            )
+        data = data.head(args.samples)
+    board = None
+    if args.board:
+        from workbench.board.config import get_board
+
+        board = get_board(args.board)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or Path("runs") / f"{stamp}-{model.name}-answers")
+    if out.exists() and not out.is_dir():
+        raise WorkbenchError(f"--out {str(out)!r} is a file: give a folder for the run.")
+    result = evaluate(model, config, calibration, data, adapter, board=board, progress=not args.json)
+    run = result.save(out)
+    reasons = result.check(args.min_agreement, args.max_drop)
+    if args.json:
+        print(_json(_answers_json(result, run, reasons)))
+        return 1 if reasons else 0
+    print(f"run saved: {run}")
+    print(result.verdict())
+    for backend in result.backends:
+        flips = result.flips(backend)
+        if len(flips):
+            print(f"\nanswers that differ from float on {backend}:")
+            print(flips.drop(columns=["sample"]).head(12).to_string(index=False))
+    for reason in reasons:
+        print(f"FAIL: {reason}", file=sys.stderr)
+    if not reasons and (args.min_agreement is not None or args.max_drop is not None):
+        print("PASS: the answers meet the targets")
+    return 1 if reasons else 0
+
+
+def _answers_json(result, run: Path, reasons: list[str]) -> dict:
+    """--json of evaluate: verdict, summary, per-sample predictions per backend, gate."""
+    import json
+
+    samples = {}
+    for row in result.table.itertuples():
+        entry = samples.setdefault(int(row.sample), {"path": row.path, "label": row.label})
+        entry[row.backend] = {
+            "prediction": json.loads(row.prediction_json) if row.prediction_json else None,
+            "text": row.prediction,
+            "correct": _flag(row.correct),
+            "agrees_with_float": _flag(row.agree),
+            "error": row.error,
+        }
+    return {
+        "run": str(run),
+        "task": result.task,
+        "verdict": result.verdict(),
+        "summary": result.summary().to_dict("records"),
+        "dataset_metrics": result.meta.get("dataset_metrics", {}),
+        "partial": result.meta.get("partial"),
+        "samples": list(samples.values()),
+        "gate": {"passed": not reasons, "reasons": reasons},
+    }
+
+
+def _flag(value) -> bool | None:
+    import pandas as pd
+
+    return None if value is None or pd.isna(value) else bool(value)
 
 
 def _json(data, **kwargs) -> str:

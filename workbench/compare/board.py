@@ -11,6 +11,7 @@ from workbench.board.config import Board
 from workbench.board.ssh import BoardError
 from workbench.compare.divergence import COLUMNS, Divergence, compute_divergence, layer_rows
 from workbench.errors import ToolkitError
+from workbench.runners.board import backend_label, run_on_board
 
 
 def board_divergence(
@@ -29,12 +30,13 @@ def board_divergence(
     samples = samples if samples is not None else calibration.head(4)
     simulator = compute_divergence(model, config, calibration, samples, progress=progress)
     reference = FloatRunner(model, config.preprocess)
-    backend = f"board:{board.name}"
+    backend = backend_label(board)
     rows: list[dict] = []
     done, error = 0, None
     bar = tqdm(total=len(samples), desc=f"per-layer divergence ({backend})", disable=not progress)
     try:
-        for i, tensors in enumerate(_board_tensors(model, config, calibration, board, samples, batch)):
+        runs = run_on_board(model, config, calibration, board, samples.rows, batch=batch)
+        for i, tensors in enumerate(runs):
             rows += layer_rows(
                 model.tensors, reference.run(samples.rows[i]), tensors, sample=i, backend=backend
             )
@@ -63,23 +65,6 @@ def board_divergence(
         failure.partial = result
         raise failure
     return result
-
-
-def _board_tensors(model, config, calibration, board: Board, samples, batch: int):
-    """Each sample's tensors from the board: over SSH (board runner) or adb (the toolkit)."""
-    if board.transport == "ssh":
-        from workbench.runners.board_ssh import SshBoardRunner
-
-        with SshBoardRunner(model, config, calibration, board, batch=batch) as runner:
-            yield from runner.run_many(samples.rows)
-        return
-    from workbench.runners.board_adb import AdbBoardRunner
-
-    if not board.serial:
-        raise BoardError(f'Board {board.name!r} (adb) needs serial = "..." in boards.toml.')
-    with AdbBoardRunner(model, config, calibration, board.serial) as runner:
-        for row in samples.rows:
-            yield runner.run(row)
 
 
 def backend_gap(result: Divergence, a: str = "simulator", b: str | None = None) -> pd.DataFrame:

@@ -39,14 +39,17 @@ class AdbBoardRunner(ToolkitRunner):
         *,
         mode: str = "mark-all",
         timeout: float | None = 1800,
+        outputs_only: bool = False,
     ):
-        self.device_id, self.mode = device_id, mode
+        self.device_id, self.mode, self.outputs_only = device_id, mode, outputs_only
         self.backend = f"board:{device_id}"
         super().__init__(model, config, calibration, timeout=timeout)
 
     def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
         if self.mode == "mark-all":
-            self.output_names, _, self.build_log = build_marked(self.session, model, config, calibration)
+            self.output_names, _, self.build_log = build_marked(
+                self.session, model, config, calibration, outputs_only=self.outputs_only
+            )
         else:
             dataset = calibration.write_list(self.session.workdir / "dataset.txt")
             self.session.call(

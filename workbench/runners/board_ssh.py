@@ -48,8 +48,10 @@ class SshBoardRunner:
         batch: int = 4,
         connect_timeout: float = 10,
         step_timeout: float = 900,
+        outputs_only: bool = False,
     ):
         self.model, self.config, self.board, self.batch = model, config, board, max(1, batch)
+        self.outputs_only = outputs_only
         self.backend = f"board:{board.name}"
         self.transport = SshTransport(board, connect_timeout, step_timeout)
         self.local = Path(tempfile.mkdtemp(prefix="rknn-wb-board-"))
@@ -70,7 +72,12 @@ class SshBoardRunner:
         job.mkdir()
         with ToolkitSession(timeout=1800) as session:
             self.output_names, _, self.build_log = build_marked(
-                session, self.model, self.config, calibration, rknn_path=job / "model.rknn"
+                session,
+                self.model,
+                self.config,
+                calibration,
+                rknn_path=job / "model.rknn",
+                outputs_only=self.outputs_only,
             )
         shutil.copy(RUNNER_SCRIPT, job / "board_runner.py")
         settings = {"inputs": list(self.model.inputs), "virtual": self.board.virtual}

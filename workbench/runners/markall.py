@@ -28,15 +28,24 @@ from workbench.runners.float import _with_outputs
 
 
 class MarkAllRunner(ToolkitRunner):
-    """Build ``model`` twice (plain, then with its layer boundaries marked) and run samples."""
+    """Build ``model`` twice (plain, then with its layer boundaries marked) and run samples.
+
+    With ``outputs_only=True`` it builds once, unmarked, and returns the model's own outputs:
+    the answers of the model as it will be deployed (what the task adapters judge).
+    """
+
+    def __init__(self, *args, outputs_only: bool = False, **kwargs):
+        self.outputs_only = outputs_only
+        super().__init__(*args, **kwargs)
 
     def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
         self.output_names, self.boundaries, self.build_log = build_marked(
-            self.session, model, config, calibration
+            self.session, model, config, calibration, outputs_only=self.outputs_only
         )
 
     def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
-        """Boundary tensors (ONNX names) of one sample, dequantized to float32."""
+        """Boundary tensors (ONNX names) of one sample, dequantized to float32 (the graph
+        outputs first)."""
         arrays = infer_row(self.session, self.model, self.config, row)
         return match_outputs(self.output_names, arrays, self.build_log, self.model)
 
@@ -66,15 +75,22 @@ def build_marked(
     config: BuildConfig,
     calibration: CalibrationSet,
     rknn_path: Path | None = None,
+    *,
+    outputs_only: bool = False,
 ) -> tuple[list[str], list[str], str]:
     """Build ``model``, find its layer boundaries, build it again with them marked as outputs
     (exported to ``rknn_path`` if given). Returns the marked output names (graph outputs
-    first), the boundaries and the marked build's log. The session stays on the marked model."""
+    first), the boundaries and the marked build's log. The session stays on the marked model.
+
+    ``outputs_only``: build once, unmarked (the deployed model): only the graph outputs."""
     dataset = calibration.write_list(session.workdir / "dataset.txt")
     build = config.build_args(model.inputs, dataset)
     path = model.save(session.workdir / "model.onnx")
-    _, log = session.call("build", model_path=str(path), **build)
+    rknn = {"rknn_path": str(rknn_path)} if outputs_only and rknn_path else {}
+    _, log = session.call("build", model_path=str(path), **build, **rknn)
     path.unlink()  # built: the toolkit holds its own copy
+    if outputs_only:
+        return list(model.outputs), [], log
     boundaries = boundary_tensors(model, parse_feature_tensors(log))
     output_names = [*model.outputs, *[b for b in boundaries if b not in model.outputs]]
     marked = marked_model(model, output_names).save(session.workdir / "marked.onnx")
