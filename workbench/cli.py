@@ -165,9 +165,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """Answers first (the zoo model's labelled set), then where (the layers behind the flips),
+    then a measured next step; the board step; one saved run with its report."""
     from workbench.compare.divergence import compute_divergence
     from workbench.datasets import DEFAULT_MODEL, default_calibration_set, load_zoo_model, zoo_entry
     from workbench.rknn.config import BuildConfig
+    from workbench.task.defaults import task_adapter, task_data
+    from workbench.task.evaluate import evaluate
+    from workbench.task.explain import explain_flips
     from workbench.viz.report import write_report
 
     name = args.model or DEFAULT_MODEL
@@ -176,24 +181,60 @@ def _demo(args: argparse.Namespace) -> int:
     model = load_zoo_model(name)
     calibration = default_calibration_set()
     config = BuildConfig(target_platform=args.platform, preprocess={entry.input_name: entry.preprocess})
+    adapter, data = task_adapter(name, model), task_data(name)
     print(
-        f"quantizing for {args.platform} with {len(calibration)} calibration images, "
-        f"comparing {args.samples} samples per layer ..."
+        f"1. answers: float vs int8 ({args.platform}, {len(calibration)} calibration images) "
+        f"on {len(data)} samples"
     )
-    samples = calibration.head(args.samples)
-    result = compute_divergence(model, config, calibration, samples)
+    answers = evaluate(model, config, calibration, data, adapter)
+    print(f"   {answers.verdict()}")
+    flips, next_step = None, None
+    if answers.summary().set_index("backend").loc["simulator", "flips"]:
+        print("2. where: per-layer divergence on the flipped samples and some that keep their answer")
+        flips, result = explain_flips(model, config, calibration, answers)
+        print("   layers worse where the answer changes (mean SQNR flipped / kept):")
+        for r in flips.head(3).itertuples():
+            print(f"   - {r.layer} ({r.op_type}): {r.sqnr_db_flipped:.1f} / {r.sqnr_db_kept:.1f} dB")
+        next_step = _demo_next_step(model, config, calibration, data, adapter, answers, flips)
+        print(f"3. next step: {next_step}")
+    else:
+        print("2. no answer changes: per-layer divergence on the first samples, for reference")
+        result = compute_divergence(model, config, calibration, calibration.head(args.samples))
     if not args.no_board:
-        result = _demo_board_step(model, config, calibration, samples, args.board) or result
+        samples = calibration.head(args.samples)
+        board = _demo_board_step(model, config, calibration, samples, args.board)
+        result = board if board is not None else result
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run = result.save(Path(args.runs_dir) / f"{stamp}-{name}-{args.platform}")
-    report = write_report(result, run / "report.html")
+    answers.save(run)
+    report = write_report(
+        result, run / "report.html", answers=answers, flip_layers=flips, next_step=next_step
+    )
     print(f"\nreport: {report.resolve()}")
-    print("five worst layers (float vs simulator, mean over samples):")
-    worst = result.first_divergence().nsmallest(5, "sqnr_db_mean")[
-        ["layer", "op_type", "sqnr_db_mean", "cosine_mean", "verdict"]
-    ]
-    print(worst.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
+
+
+def _demo_next_step(model, config, calibration, data, adapter, answers, flips) -> str:
+    """Keep the top layers behind the flips in float16 and measure the answers again."""
+    from dataclasses import replace
+
+    from workbench.errors import ToolkitError
+    from workbench.task.evaluate import evaluate
+
+    layers = tuple(flips.layer.head(3))
+    before = answers.summary().set_index("backend").loc["simulator"]
+    try:
+        after = evaluate(
+            model, replace(config, float_layers=layers), calibration, data, adapter, progress=False
+        )
+    except ToolkitError as err:
+        return f"keeping {', '.join(layers)} in float16 failed to build ({str(err).splitlines()[0]})"
+    now = after.summary().set_index("backend").loc["simulator"]
+    return (
+        f"keeping the top {len(layers)} layers ({', '.join(layers)}) in float16 changes agreement with "
+        f"float from {before.agreement:.0%} to {now.agreement:.0%} ({int(now.flips)} flips) "
+        f"(measured; build it with --float-layers {','.join(layers)})"
+    )
 
 
 def _diverge(args: argparse.Namespace) -> int:
@@ -222,6 +263,9 @@ def _diverge(args: argparse.Namespace) -> int:
         )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run = result.save(args.out or Path("runs") / f"{stamp}-{model.name}-{args.platform}")
+    answers = _diverge_answers(args, model, config, calibration, samples)
+    if answers is not None:
+        answers.save(run)
     gate = _gate(result, args)
     code = 1 if partial or not gate["passed"] else 0
     if args.json:
@@ -229,6 +273,8 @@ def _diverge(args: argparse.Namespace) -> int:
         print(_json({"run": str(run), "meta": result.meta, "gate": gate, "summary": summary}, default=str))
         return code
     print(f"run saved: {run}")
+    if answers is not None:
+        print(f"answers: {answers.verdict()}")
     if partial:
         print(f"PARTIAL RUN (saved, marked partial): {partial}", file=sys.stderr)
     worst = result.first_divergence().nsmallest(10, "sqnr_db_mean")
@@ -239,6 +285,20 @@ def _diverge(args: argparse.Namespace) -> int:
     )
     _print_gate(gate)
     return code
+
+
+def _diverge_answers(args, model, config, calibration, samples):
+    """The task verdict on the compared samples, when the model is a zoo model with a task."""
+    from workbench.datasets import ZOO
+    from workbench.task.defaults import task_adapter
+    from workbench.task.evaluate import evaluate
+
+    entry = ZOO.get(args.model)
+    if entry is None or entry.task == "outputs":
+        return None
+    return evaluate(
+        model, config, calibration, samples, task_adapter(args.model, model), progress=not args.json
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -701,10 +761,12 @@ def _zoo(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from workbench.compare.divergence import Divergence
+    from workbench.task.evaluate import TaskResult
     from workbench.viz.report import write_report
 
     result = Divergence.load(args.run)
-    path = write_report(result, args.output or Path(args.run) / "report.html")
+    answers = TaskResult.load(args.run) if TaskResult.exists(args.run) else None
+    path = write_report(result, args.output or Path(args.run) / "report.html", answers=answers)
     gate = _gate(result, args)
     if args.json:
         print(_json({"report": str(path), "gate": gate}, default=str))

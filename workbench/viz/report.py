@@ -26,9 +26,15 @@ def write_report(
     *,
     variants: Mapping[str, Divergence] | None = None,
     search=None,
+    answers=None,
+    flip_layers=None,
+    next_step: str | None = None,
 ) -> Path:
     """Write the report of a divergence run to ``path`` (atomically) and return the path.
 
+    The report leads with the answers when given: ``answers`` (a ``task.TaskResult``: the
+    verdict, the samples whose answer flips), ``flip_layers`` (``task.explain.flip_layers``:
+    the layers worse where the answer changes) and ``next_step`` (a measured suggestion).
     ``variants`` (label -> run, e.g. from ``fix.before_after.compare_variants``) adds the
     before/after section; ``search`` (a ``fix.search.SearchResult``) adds the sensitivity
     ranking, the accuracy-vs-cost plot and the config found."""
@@ -43,7 +49,10 @@ def write_report(
     on_board = result.table[result.table.backend.astype(str).str.startswith("board:")]
     if (on_board.status == "compared").any():
         figures.insert(1, gap_figure(result, "simulator", on_board.backend.iloc[0]))
-    plots = "".join(fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures))
+    first_js = answers is None  # the answers section carries plotly.js when present
+    plots = "".join(
+        fig.to_html(full_html=False, include_plotlyjs=first_js and i == 0) for i, fig in enumerate(figures)
+    )
     fix_section = _fix_section(result, variants, search)
     verdicts = result.first_divergence()
     worst_table = verdicts.nsmallest(worst, "sqnr_db_mean")[
@@ -62,7 +71,9 @@ def write_report(
     model_facts = {k: model.get(k) for k in ("path", "opset", "nodes", "parameters", "inputs", "outputs")}
     body = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>rknn-workbench report: {name}</title><style>{_STYLE}</style></head>
-<body><h1>Per-layer divergence: {name}</h1>{_partial_banner(meta)}{_board_line(meta)}
+<body><h1>Quantization report: {name}</h1>{_partial_banner(meta)}
+{_answers_section(answers, flip_layers, next_step)}
+<h2>Per-layer divergence</h2>{_board_line(meta)}
 <p>Float ONNX (onnxruntime) vs quantized RKNN on the rknn-toolkit2 {version} simulator
 ({html.escape(str(meta.get("mode", "snapshot")))} mode),
 {len(meta.get("samples", []))} sample(s), created {html.escape(str(meta.get("created")))}.
@@ -82,6 +93,42 @@ the error itself; "inherited": its inputs were already bad.)</p>{worst_table}
         f.write(body)
     os.replace(tmp, path)
     return path
+
+
+def _answers_section(answers, flip_layers, next_step: str | None) -> str:
+    """Verdict on the answers, the samples that flip, the layers behind them, the next step."""
+    if answers is None:
+        return (
+            "<p><i>No task verdict in this run: judge the answers with <code>rknn-workbench "
+            "evaluate MODEL</code> (per-layer numbers alone do not say whether answers change).</i></p>"
+        )
+    from workbench.viz.task_plots import answers_figure, flip_layers_figure
+
+    parts = [
+        "<h2>Answers: did quantization change them?</h2>",
+        f"<p style='font-size:1.2em'><b>{html.escape(answers.verdict())}</b></p>",
+        answers_figure(answers).to_html(full_html=False, include_plotlyjs=True),
+        answers.summary().to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""),
+    ]
+    metrics = answers.meta.get("dataset_metrics") or {}
+    if metrics:
+        parts.append(f"<p>Dataset metrics: <code>{html.escape(json.dumps(metrics, default=str))}</code></p>")
+    for backend in answers.backends:
+        flips = answers.flips(backend)
+        if len(flips):
+            flips = flips.assign(path=flips.path.map(lambda p: Path(p).name)).drop(columns=["sample"])
+            parts += [
+                f"<h3>Answers that differ from float on {html.escape(backend)}</h3>",
+                flips.head(20).to_html(index=False),
+            ]
+    if flip_layers is not None and len(flip_layers):
+        parts += [
+            "<h2>Where: layers worse on the flipped samples</h2>",
+            flip_layers_figure(flip_layers).to_html(full_html=False, include_plotlyjs=False),
+        ]
+    if next_step:
+        parts.append(f"<h2>Next step</h2><p>{html.escape(next_step)}</p>")
+    return "".join(parts)
 
 
 def _fix_section(result: Divergence, variants, search) -> str:
