@@ -122,3 +122,47 @@ def test_binary_file_as_list_and_negative_head(tmp_path):
         CalibrationSet.from_list(tmp_path / "img.jpg")
     with pytest.raises(DatasetError, match="-1 samples"):
         default_calibration_set().head(-1)
+
+
+def test_zoo_entries_name_their_task_and_labelled_set():
+    for entry in datasets.ZOO.values():
+        assert entry.task in ("classification", "detection", "ctc", "map", "outputs")
+        assert entry.labelled is not None and (datasets.datasets_dir() / entry.labelled).exists()
+    orientation = datasets.zoo_entry("lcnet-orientation")
+    assert orientation.task_settings == {"classes": ["0", "90", "180", "270"]}
+    assert sorted(p.name for p in (datasets.datasets_dir() / orientation.labelled).iterdir()) == [
+        "0",
+        "180",
+        "270",
+        "90",
+    ]
+    bare = ZooEntry("bare", "p", "m", "0" * 64, "x", (1,), Preprocess())
+    assert (bare.task, bare.task_settings, bare.labelled) == ("outputs", {}, None)
+
+
+def _load_generator():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_task_sets", datasets.REPO_ROOT / "datasets" / "make_task_sets.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_task_sets_are_small_and_reproducible(tmp_path):
+    import cv2
+    import numpy as np
+
+    committed = sorted((datasets.REPO_ROOT / "datasets").glob("orientation/*/*.jpg")) + sorted(
+        (datasets.REPO_ROOT / "datasets").glob("textline/*/*.jpg")
+    )
+    assert len(committed) == 48 + 32
+    assert sum(p.stat().st_size for p in committed) < 2_000_000
+    _load_generator().main(tmp_path)
+    for path in committed:
+        again = tmp_path / path.relative_to(datasets.REPO_ROOT / "datasets")
+        # Pixels, not bytes: another libjpeg may encode the same image a little differently.
+        difference = np.abs(cv2.imread(str(path)).astype(int) - cv2.imread(str(again)).astype(int))
+        assert difference.mean() < 1.0, path

@@ -182,6 +182,9 @@ class ZooEntry:
     description: str = ""
     licence: str = ""
     extra: dict = field(default_factory=dict)
+    task: str = "outputs"  #: adapter that judges its answers: "classification", "detection", "ctc", ...
+    task_settings: dict = field(default_factory=dict)  #: the adapter's settings, e.g. {"classes": [...]}
+    labelled: str | None = None  #: its labelled set, relative to datasets/ (workbench.task.labels)
 
     @property
     def filename(self) -> str:
@@ -204,6 +207,11 @@ ZOO: dict[str, ZooEntry] = {
             _IMAGENET_BGR,
             "PP-LCNet document orientation classifier (0/90/180/270), 6.8 MB",
             "Apache-2.0",
+            # Output i is the page turned classes[i] degrees clockwise (float top-1 measured with
+            # onnxruntime on datasets/orientation: 48 of 48 right; counter-clockwise gives 0 %).
+            task="classification",
+            task_settings={"classes": ["0", "90", "180", "270"]},
+            labelled="orientation",
         ),
         ZooEntry(
             "ppocr-cls",
@@ -216,6 +224,9 @@ ZOO: dict[str, ZooEntry] = {
             Preprocess(mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5), rgb2bgr=True),
             "PP-OCR mobile text-line direction classifier (MobileNetV3), 0.6 MB",
             "Apache-2.0",
+            task="classification",
+            task_settings={"classes": ["0", "180"]},
+            labelled="textline",
         ),
         ZooEntry(
             "yolov8n",
@@ -228,6 +239,8 @@ ZOO: dict[str, ZooEntry] = {
             Preprocess(mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0)),
             "YOLOv8n detector (NudeNet 320n), 12 MB, dynamic H/W fixed to 320",
             "MIT (package); see the NudeNet project for the weights",
+            task="detection",  # no labels for its classes: judged by agreement with float
+            labelled="dataset.txt",
         ),
     ]
 }
