@@ -1,0 +1,179 @@
+"""Answers per sample: float vs the real simulator, flips constructed by hand, the verdict,
+the gate, saving, and the layers behind the flips."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+from onnx import TensorProto, helper
+
+from workbench.compare.divergence import Divergence
+from workbench.datasets import CalibrationSet
+from workbench.errors import WorkbenchError
+from workbench.model import OnnxModel
+from workbench.rknn.config import BuildConfig
+from workbench.task.adapters import CallableAdapter, get_adapter
+from workbench.task.evaluate import TaskResult, evaluate
+from workbench.task.explain import contrast_samples, flip_layers
+from workbench.task.labels import LabelledSet
+
+
+def _channel_mean_classifier() -> OnnxModel:
+    """Three 'logits': the mean of each input channel (GlobalAveragePool + Flatten)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["y"]),
+        ],
+        "channel_means",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return OnnxModel.from_proto(model)
+
+
+def _samples(tmp_path, means: list[tuple[float, float, float]]) -> CalibrationSet:
+    rows = []
+    for i, m in enumerate(means):
+        path = tmp_path / f"s{i}.npy"
+        np.save(path, np.broadcast_to(np.array(m, np.float32)[None, :, None, None], (1, 3, 16, 16)).copy())
+        rows.append((path,))
+    return CalibrationSet(rows, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def flipped_run(tmp_path_factory):
+    """Channel means that int8 cannot tell apart (0.5 vs 0.5001: class 1 in float, a tie
+    and so class 0 once quantized) and means that stay apart: flips by construction."""
+    tmp = tmp_path_factory.mktemp("flips")
+    means = [(0.5, 0.5001, 0.0), (0.2, 0.9, 0.1), (0.7, 0.70005, 0.3), (0.9, 0.1, 0.0)]
+    samples = _samples(tmp, means)
+    labels = ["1", "1", "1", "0"]
+    model = _channel_mean_classifier()
+    answers = evaluate(
+        model,
+        BuildConfig(),
+        samples,
+        LabelledSet(samples, labels, tmp, "csv"),
+        get_adapter("classification", model=model),
+        cache=False,
+        progress=False,
+    )
+    return answers
+
+
+@pytest.mark.toolkit
+def test_constructed_flips_are_found(flipped_run):
+    summary = flipped_run.summary().set_index("backend")
+    assert summary.loc["float", "accuracy"] == 1.0
+    flips = flipped_run.flips("simulator")
+    assert sorted(flips["sample"]) == [0, 2]  # the near-ties, and only them
+    assert summary.loc["simulator", "flips"] == 2
+    assert summary.loc["simulator", "agreement"] == 0.5
+    assert summary.loc["simulator", "accuracy"] == 0.5
+    assert "float 100 % correct" in flipped_run.verdict()
+    assert "2 of 4 answers differ from float" in flipped_run.verdict()
+
+
+@pytest.mark.toolkit
+def test_gate_and_save_round_trip(flipped_run, tmp_path):
+    assert flipped_run.check(min_agreement=0.4) == []
+    assert flipped_run.check(min_agreement=0.9) == ["simulator: agreement 50 % < 90 %"]
+    assert flipped_run.check(max_drop=0.6) == []
+    assert flipped_run.check(max_drop=0.1) == ["simulator: accuracy drop 50 % > 10 %"]
+    run = flipped_run.save(tmp_path / "run")
+    again = TaskResult.load(run)
+    pd.testing.assert_frame_equal(again.summary(), flipped_run.summary())
+    assert again.verdict() == flipped_run.verdict()
+
+
+def _table(rows):
+    base = {"status": "ok", "prediction_json": None, "error": None, "label": None, "correct": None}
+    table = pd.DataFrame([{**base, **r} for r in rows])
+    for col in ("correct", "agree"):
+        table[col] = table[col].astype("boolean")
+    return TaskResult(table, {"task": "classification"})
+
+
+def test_unlabelled_verdict_and_max_drop_needs_labels():
+    result = _table(
+        [
+            {"sample": 0, "path": "a", "backend": "float", "prediction": "1", "agree": None},
+            {"sample": 1, "path": "b", "backend": "float", "prediction": "2", "agree": None},
+            {"sample": 0, "path": "a", "backend": "simulator", "prediction": "1", "agree": True},
+            {"sample": 1, "path": "b", "backend": "simulator", "prediction": "0", "agree": False},
+        ]
+    )
+    assert not result.labelled
+    assert result.verdict() == "classification on 2 samples; simulator 1 of 2 answers differ from float"
+    assert result.check(max_drop=0.1) == ["--max-drop needs labels: give --data a labelled set"]
+    flips = result.flips()
+    assert flips[["path", "float", "simulator"]].values.tolist() == [["b", "2", "0"]]
+
+
+def test_errors_are_rows_and_partial_never_passes():
+    result = _table(
+        [
+            {"sample": 0, "path": "a", "backend": "float", "prediction": "1"},
+            {"sample": 0, "path": "a", "backend": "simulator", "prediction": "1", "agree": True},
+            {"sample": 0, "path": "a", "backend": "board:b", "status": "error", "error": "ValueError: x"},
+        ]
+    )
+    result.meta["partial"] = {"error": "board b: connection lost"}
+    summary = result.summary().set_index("backend")
+    assert summary.loc["board:b", "errors"] == 1
+    assert "board:b 0 of 0 answers differ from float (1 samples failed)" in result.verdict()
+    assert result.check(min_agreement=0.0)[0] == "partial run: board b: connection lost"
+
+
+@pytest.mark.toolkit
+def test_adapter_failing_everywhere_is_a_clear_error(tmp_path):
+    samples = _samples(tmp_path, [(0.1, 0.2, 0.3)])
+
+    def broken(outputs):
+        raise ValueError("no such head")
+
+    with pytest.raises(WorkbenchError, match="failed on every sample.*no such head"):
+        evaluate(
+            _channel_mean_classifier(),
+            BuildConfig(),
+            samples,
+            samples,
+            CallableAdapter(decode=broken),
+            progress=False,
+        )
+
+
+def test_flip_layers_ranks_the_layer_worse_on_flips():
+    answers = _table(
+        [
+            {"sample": i, "path": p, "backend": b, "prediction": "x", "agree": a}
+            for i, (p, a) in enumerate([("f1", False), ("k1", True), ("k2", True)])
+            for b, a in (("float", None), ("simulator", a))
+        ]
+    )
+    rows = []
+    for s, path in enumerate(["f1", "k1", "k2"]):
+        for index, layer, flipped_db, kept_db in ((1, "conv", 10.0, 30.0), (2, "relu", 25.0, 26.0)):
+            rows.append(
+                {
+                    "index": index,
+                    "layer": layer,
+                    "op_type": "Conv",
+                    "sample": s,
+                    "backend": "simulator",
+                    "status": "compared",
+                    "sqnr_db": flipped_db if path == "f1" else kept_db,
+                }
+            )
+    divergence = Divergence(pd.DataFrame(rows), {"samples": [["f1"], ["k1"], ["k2"]]})
+    table = flip_layers(answers, divergence)
+    assert table.layer.tolist() == ["conv", "relu"]
+    assert table.gap_db.tolist() == [20.0, 1.0]
+    samples = contrast_samples(answers, kept=1)
+    assert [str(r[0]) for r in samples.rows][0].endswith("f1") and len(samples) == 2
