@@ -10,12 +10,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from workbench.task.adapters import CallableAdapter, TaskAdapter, get_adapter
-from workbench.task.labels import LabelledSet, default_labelled_set, load_labelled
-
 from workbench.datasets import ZOO, default_calibration_set
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
+from workbench.task.adapters import CallableAdapter, TaskAdapter, get_adapter
+from workbench.task.labels import LabelledSet, default_labelled_set, load_labelled
 
 
 def task_adapter(

@@ -19,16 +19,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from workbench.task.adapters import CallableAdapter, TaskAdapter, get_adapter
-from workbench.task.labels import LabelledSet, load_labelled
 
 from workbench.compare.divergence import run_key
 from workbench.datasets import CalibrationSet, cache_dir
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
+from workbench.task.adapters import CallableAdapter, TaskAdapter, get_adapter
+from workbench.task.labels import LabelledSet, load_labelled
 
 FLOAT = "float"
+#: tasks whose adapter explains its diagnostics (``diagnose`` + ``explain``)
+_NOTED_TASKS = ("detection",)
 _TABLE, _META = "answers.parquet", "answers.json"
 #: columns every answers table has, before the adapter's own metric columns
 BASE_COLUMNS = ("sample", "path", "backend", "status", "prediction", "label", "correct", "agree", "error")
@@ -112,7 +114,28 @@ class TaskResult:
             parts.append(text)
         if self.meta.get("partial"):
             parts.append(f"PARTIAL: {self.meta['partial']['error']}")
-        return "; ".join(parts)
+        return "; ".join(parts) + "".join(f". {note}" for note in self.notes())
+
+    def notes(self) -> list[str]:
+        """The adapter's explanation of what went wrong in a backend's raw outputs (e.g. a
+        detector's scores collapsed to two levels), from the diagnostics kept per sample
+        (their maximum over the samples)."""
+        from workbench.task.adapters import get_adapter
+
+        diagnostics = list(self.meta.get("diagnostics", []))
+        if not diagnostics or self.task not in _NOTED_TASKS:
+            return []
+        adapter = get_adapter(self.task)
+        means = self.table[self.table.status == "ok"].groupby("backend")[diagnostics].max()
+        if FLOAT not in means.index:
+            return []
+        notes = []
+        for backend in self.backends:
+            if backend in means.index:
+                note = adapter.explain(means.loc[FLOAT].to_dict(), means.loc[backend].to_dict())
+                if note:
+                    notes.append(f"{backend}: {note}")
+        return notes
 
     def check(self, min_agreement: float | None = None, max_drop: float | None = None) -> list[str]:
         """Why the answers miss the targets (empty when they meet them): agreement with float
@@ -248,6 +271,7 @@ def evaluate(
         "data": {"source": str(data.source), "kind": data.kind, "size": len(data)},
         "calibration": {"source": str(calibration.source), "size": len(calibration)},
         "dataset_metrics": judge.dataset_metrics(table),
+        "diagnostics": judge.diagnostics,
     }
     if partial:
         meta["partial"] = partial
@@ -263,6 +287,7 @@ class _Judge:
     def __init__(self, adapter: TaskAdapter, data: LabelledSet):
         self.adapter, self.data = adapter, data
         self.float_predictions: dict[int, object] = {}
+        self.diagnostics: list[str] = []  #: names of the adapter's diagnose() columns
         self.predictions: dict[str, dict[int, object]] = {}
 
     def row(self, i: int, files: Sequence[Path], backend: str, outputs) -> dict:
@@ -280,7 +305,12 @@ class _Judge:
             "error": None,
         }
         try:
-            prediction = self.adapter.decode(outputs())
+            raw = outputs()
+            prediction = self.adapter.decode(raw)
+            if hasattr(self.adapter, "diagnose"):
+                facts = self.adapter.diagnose(raw)
+                self.diagnostics = list(dict.fromkeys([*self.diagnostics, *facts]))
+                row |= {k: _cell(v) for k, v in facts.items()}
             row["prediction"] = self.adapter.describe(prediction)
             row["prediction_json"] = json.dumps(self.adapter.to_json(prediction), default=_json_default)
             self.predictions.setdefault(backend, {})[i] = prediction

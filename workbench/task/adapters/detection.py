@@ -119,6 +119,25 @@ class DetectionAdapter:
         """Statistics of the class-score block: see :func:`score_levels`."""
         return _levels(self._head(outputs)[:, 4:])
 
+    def diagnose(self, outputs: dict[str, np.ndarray]) -> Metrics:
+        """Per-sample facts of the raw head kept beside the answer: how many distinct values
+        the class scores take and their maximum (a sigmoid score above 1 is impossible)."""
+        levels = self.score_levels(outputs)
+        return {"score_levels": levels["levels"], "score_max": levels["max"]}
+
+    def explain(self, reference: Mapping[str, float], test: Mapping[str, float]) -> str | None:
+        """A note when the quantized scores collapsed to a few levels (:meth:`diagnose`'s
+        numbers, the most over the samples, float vs quantized), else None."""
+        if not (test["score_levels"] <= 16 < reference["score_levels"]):
+            return None
+        out_of_range = f" and reach {test['score_max']:.3f} > 1" if test["score_max"] > 1.0 + 1e-6 else ""
+        return (
+            f"its class scores take at most {test['score_levels']:.0f} distinct value(s){out_of_range} "
+            f"(float: {reference['score_levels']:.0f}): the output shares one int8 scale between box "
+            "coordinates (pixels) and scores (0-1), so scores below half a step become 0. Split the "
+            "output before its Concat (boxes and scores as separate outputs) and join them on the host."
+        )
+
     # ------------------------------------------------------------------ judging
     def agreement(self, reference: Detections, test: Detections) -> Metrics:
         """Greedy same-class matching at IoU >= ``match_iou``.
