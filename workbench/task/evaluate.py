@@ -281,6 +281,21 @@ def evaluate(
     return result
 
 
+def collect_outputs(
+    model: OnnxModel, config: BuildConfig, calibration: CalibrationSet, samples: CalibrationSet
+) -> dict[str, list[dict[str, np.ndarray]]]:
+    """The raw graph outputs of float and of the simulator on each sample, for looking at
+    what an adapter sees (e.g. a detector's score distribution): {backend: [outputs, ...]}."""
+    from workbench.runners.float import FloatRunner
+    from workbench.runners.markall import MarkAllRunner
+
+    reference = FloatRunner(model, config.preprocess, keep=list(model.outputs))
+    out = {FLOAT: [_outputs(reference.run(row), model) for row in samples.rows]}
+    with MarkAllRunner(model, config, calibration, outputs_only=True) as simulator:
+        out["simulator"] = [_outputs(simulator.run(row), model) for row in samples.rows]
+    return out
+
+
 class _Judge:
     """Decodes one backend's outputs for one sample and judges them against float and the label."""
 

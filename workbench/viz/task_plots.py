@@ -114,3 +114,24 @@ def _thumbnail(path: str, size: int) -> np.ndarray:
 
 def _short(text: str, limit: int = 60) -> str:
     return "<br>".join(line if len(line) <= limit else line[: limit - 1] + "…" for line in text.split("<br>"))
+
+
+def score_histogram_figure(scores: dict[str, np.ndarray], bins: int = 60) -> go.Figure:
+    """Histogram of a detector's class scores per backend ({backend: scores}), log counts:
+    a float head spreads over [0, 1]; an int8 head sharing one scale with box coordinates
+    collapses to a few levels (and may exceed 1)."""
+    fig = go.Figure()
+    for backend, values in scores.items():
+        values = np.asarray(values, np.float64).ravel()
+        fig.add_trace(
+            go.Histogram(x=values, name=f"{backend} ({np.unique(values).size} levels)", nbinsx=bins)
+        )
+    fig.update_layout(
+        title="Class scores before the threshold, float vs quantized",
+        barmode="overlay",
+        xaxis_title="class score",
+        yaxis={"title": "count (log)", "type": "log"},
+        height=340,
+    )
+    fig.update_traces(opacity=0.6)
+    return fig

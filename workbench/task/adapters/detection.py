@@ -115,9 +115,13 @@ class DetectionAdapter:
             )
         return np.asarray(head.T if transpose else head, np.float64)
 
+    def class_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The head's class-score block, (candidates, classes), before any threshold."""
+        return self._head(outputs)[:, 4:]
+
     def score_levels(self, outputs: dict[str, np.ndarray]) -> dict:
         """Statistics of the class-score block: see :func:`score_levels`."""
-        return _levels(self._head(outputs)[:, 4:])
+        return _levels(self.class_scores(outputs))
 
     def diagnose(self, outputs: dict[str, np.ndarray]) -> Metrics:
         """Per-sample facts of the raw head kept beside the answer: how many distinct values
