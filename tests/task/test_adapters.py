@@ -81,6 +81,38 @@ def test_classification_keeps_probabilities_as_they_are():
     assert ClassificationAdapter().describe(pred) == "2 (p=0.70)"
 
 
+def test_classification_renormalises_rough_probabilities():
+    # A quantized softmax sums to 1 only roughly: renormalised, not put through softmax again.
+    pred = ClassificationAdapter().decode({"prob": np.array([[0.1, 0.2, 0.66]])})
+    assert pred.p == pytest.approx(0.66 / 0.96)
+
+
+def _softmax_model() -> OnnxModel:
+    graph = helper.make_graph(
+        [
+            helper.make_node("Softmax", ["x"], ["p"], axis=-1),
+            helper.make_node("Identity", ["p"], ["y"]),
+        ],
+        "softmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    return OnnxModel.from_proto(proto)
+
+
+def test_classification_reads_from_the_graph_whether_outputs_are_probabilities():
+    probs = {"y": np.array([[0.1, 0.2, 0.5]])}  # a badly quantized softmax: sums to 0.8
+    from_softmax = get_adapter("classification", model=_softmax_model())
+    assert from_softmax.kind == "probabilities"
+    assert from_softmax.decode(probs).p == pytest.approx(0.5 / 0.8)
+    from_constant = get_adapter("classification", model=_model((1, 3), (1, 3)))
+    assert from_constant.kind == "logits"
+    e = np.exp([0.1, 0.2, 0.5])
+    assert from_constant.decode(probs).p == pytest.approx(e[2] / e.sum())
+
+
 def test_classification_agreement_top1_overlap_and_kl():
     adapter = ClassificationAdapter(top_k=2)
     ref = adapter.decode({"y": np.array([[0.1, 0.3, 0.6, 0.0]])})
