@@ -168,6 +168,13 @@ def test_classification_wrong_shape_names_the_output():
         ClassificationAdapter(output="prob").decode({"y": np.zeros((1, 2))})
 
 
+@pytest.mark.parametrize("task", ["classification", "detection", "ctc", "map"])
+def test_nan_outputs_have_no_answer(task):
+    y = np.full((1, 6, 8), np.nan, np.float32)
+    with pytest.raises(WorkbenchError, match="output 'y' holds 48 NaN/Inf"):
+        get_adapter(task).decode({"y": y})
+
+
 def test_classification_dataset_metrics_skip_unlabelled():
     adapter = ClassificationAdapter(top_k=2)
     preds = [adapter.decode({"y": np.array([[0.1, 0.3, 0.6]])}) for _ in range(3)]

@@ -50,7 +50,8 @@ def select_output(
     """The output an adapter reads: by name, by position, or the first one when ``output`` is None.
 
     Raises:
-        WorkbenchError: no outputs, or no output of that name / position (lists the names).
+        WorkbenchError: no outputs, no output of that name / position (lists the names), or
+            the output holds NaN / Inf.
     """
     names = list(outputs)
     if not names:
@@ -71,7 +72,14 @@ def select_output(
             f"{task}: the model has no output {output!r}; its outputs are {names}. "
             "Pass output= as one of those names."
         )
-    return name, np.asarray(outputs[name])
+    array = np.asarray(outputs[name])
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise WorkbenchError(
+            f"{task}: output {name!r} holds {bad} NaN/Inf value(s), so it has no answer to decode: "
+            "the backend failed on this input. Compare the tensors with the 'outputs' task."
+        )
+    return name, array
 
 
 def drop_batch(array: np.ndarray, name: str, task: str, expected: str) -> np.ndarray:
@@ -137,6 +145,13 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     x = np.asarray(x, np.float64)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def looks_like_probabilities(x: np.ndarray, axis: int = -1, tol: float = 0.05) -> bool:
+    """True when ``x`` is in [0, 1] and sums to 1 within ``tol`` along ``axis``: loose enough for
+    a quantized softmax, whose sum is 1 only roughly."""
+    x = np.asarray(x, np.float64)
+    return bool((x <= 1).all() and is_probability(x, axis, tol))
 
 
 def is_probability(x: np.ndarray, axis: int = -1, tol: float = 1e-3) -> bool:

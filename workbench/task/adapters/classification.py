@@ -12,7 +12,7 @@ from workbench.errors import WorkbenchError
 from workbench.task.adapters.base import (
     Metrics,
     drop_batch,
-    is_probability,
+    looks_like_probabilities,
     metadata,
     parse_name_list,
     select_output,
@@ -20,8 +20,6 @@ from workbench.task.adapters.base import (
 )
 
 _EPS = 1e-10  #: floor of probabilities in KL, so a class the quantized model zeroes costs finitely
-#: how far from 1 the sum of an output in [0, 1] may be to be read as probabilities (no model)
-_PROB_TOL = 0.05
 _SHAPE_OPS = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast")
 
 
@@ -186,8 +184,7 @@ class ClassificationAdapter:
 
 def _probabilities(scores: np.ndarray, kind: str | None) -> np.ndarray:
     if kind is None:
-        in_range = bool((scores >= 0).all() and (scores <= 1).all())
-        kind = "probabilities" if in_range and is_probability(scores, tol=_PROB_TOL) else "logits"
+        kind = "probabilities" if looks_like_probabilities(scores) else "logits"
     if kind == "logits":
         return softmax(scores)
     total = scores.clip(0, None).sum()

@@ -18,7 +18,7 @@ from workbench.errors import WorkbenchError
 from workbench.task.adapters.base import (
     Metrics,
     drop_batch,
-    is_probability,
+    looks_like_probabilities,
     metadata,
     parse_name_list,
     select_output,
@@ -102,7 +102,7 @@ class CtcAdapter:
             )
         if self.characters is not None and (self._classes is None or len(self._classes) != steps.shape[1]):
             self._classes = self._class_list(steps.shape[1], f"output {name!r}")
-        probs = steps if is_probability(steps, axis=1) else softmax(steps, axis=1)
+        probs = steps if looks_like_probabilities(steps, axis=1) else softmax(steps, axis=1)
         best = steps.argmax(axis=1)
         keep = np.ones(len(best), bool)
         keep[1:] = best[1:] != best[:-1]
