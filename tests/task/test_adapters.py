@@ -212,6 +212,12 @@ def test_detection_threshold_and_per_class_nms():
     assert adapter.describe(det) == "2 boxes: 0 0.90, 1 0.70"
 
 
+def test_detection_keeps_at_most_max_detections_best_first():
+    rows = [(20 * i + 10, 10, 8, 8, 0.3 + 0.05 * i, 0.0) for i in range(6)]  # disjoint boxes
+    det = DetectionAdapter(max_detections=3).decode({"y": _head(rows)})
+    assert det.scores.tolist() == pytest.approx([0.55, 0.5, 0.45])
+
+
 def test_detection_reads_either_layout():
     adapter = DetectionAdapter()
     head = _head(DUPLICATES)

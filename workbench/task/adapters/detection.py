@@ -90,7 +90,7 @@ class DetectionAdapter:
         scores = class_scores[np.arange(len(head)), classes]
         keep = scores > self.score_threshold
         boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
-        kept = nms(boxes, scores, classes, self.iou_threshold)[: self.max_detections]
+        kept = nms(boxes, scores, classes, self.iou_threshold, limit=self.max_detections)
         return Detections(boxes[kept], scores[kept], classes[kept].astype(np.int64))
 
     def _head(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
