@@ -359,7 +359,7 @@ def test_ctc_dictionary_from_model_metadata(stored):
 
 def test_ctc_short_dictionary_is_a_clear_error():
     model = _model((1, 3, 48, 320), (1, 7, 6), {"character": "a\nb"})
-    with pytest.raises(WorkbenchError, match=r"6 classes.*4 characters.*has 2.*dict_path="):
+    with pytest.raises(WorkbenchError, match=r"output 'y' has 6 classes.*4 characters.*has 2.*dict_path="):
         get_adapter("ctc", model=model)
     with pytest.raises(WorkbenchError, match=r"output 'y' has 6 classes.*characters= has 2"):
         CtcAdapter(characters=["a", "b"]).decode({"y": _steps([1], 6)})

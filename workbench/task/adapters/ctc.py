@@ -74,9 +74,9 @@ class CtcAdapter:
         self.characters = list(characters) if characters is not None else None
         self.output = output
         self._classes: list[str] | None = None
-        shape = _output_shape(model, output)
+        name, shape = _output_shape(model, output)
         if shape is not None and len(shape) == 3 and self.characters is not None:
-            self._classes = self._class_list(shape[2], "the model's output")
+            self._classes = self._class_list(shape[2], f"the model's output {name!r}")
 
     def _class_list(self, n_classes: int, where: str) -> list[str]:
         """[blank] + characters (+ " " when there is one class more), checked against the count."""
@@ -182,12 +182,12 @@ def read_dictionary(path: str | Path) -> list[str]:
     return chars
 
 
-def _output_shape(model: Any, output: str | int | None) -> tuple | None:
-    shapes = getattr(model, "outputs", None)
-    if not shapes:
-        return None
-    if output is None:
-        return next(iter(shapes.values()))
+def _output_shape(model: Any, output: str | int | None) -> tuple[str | None, tuple | None]:
+    """(name, static shape) of the output the adapter reads, (None, None) when unknown."""
+    shapes = getattr(model, "outputs", None) or {}
+    names = list(shapes)
     if isinstance(output, int):
-        return list(shapes.values())[output] if -len(shapes) <= output < len(shapes) else None
-    return shapes.get(output)
+        name = names[output] if -len(names) <= output < len(names) else None
+    else:
+        name = output if output is not None else next(iter(names), None)
+    return name, shapes.get(name)
