@@ -61,6 +61,18 @@ def test_unknown_setting_lists_the_adapters_settings():
         get_adapter("map", treshold=0.5)
 
 
+def test_repr_names_the_settings_and_is_the_same_every_time():
+    # Evaluation caches are keyed on repr(adapter): no memory addresses, every setting in it.
+    assert (
+        repr(get_adapter("map"))
+        == repr(get_adapter("map"))
+        == ("MapAdapter(output=None, threshold=0.3, agree_iou=0.9, correct_iou=0.5, background=0)")
+    )
+    assert repr(get_adapter("detection", score_threshold=0.5)) != repr(get_adapter("detection"))
+    long = repr(CtcAdapter(characters=list("abcdefghij")))
+    assert "<10 items sha1:" in long and long != repr(CtcAdapter(characters=list("abcdefghik")))
+
+
 # ---------------------------------------------------------------------- classification
 ORIENTATION = ["0", "90", "180", "270"]
 

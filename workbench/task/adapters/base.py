@@ -8,6 +8,7 @@ evaluation loop knows only this contract, so a new task is one class.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -42,6 +43,20 @@ class TaskAdapter(Protocol):
     def describe(self, prediction: Any) -> str: ...
 
     def to_json(self, prediction: Any) -> Any: ...
+
+
+def settings_repr(adapter: Any) -> str:
+    """``Name(setting=value, ...)`` from the adapter's public attributes, the same in every run
+    (evaluation caches key on it). Long lists (a CTC dictionary) show their length and a digest."""
+
+    def short(value: Any) -> str:
+        if isinstance(value, list | tuple) and len(value) > 8:
+            digest = hashlib.sha1(json.dumps(jsonable(value)).encode()).hexdigest()[:12]
+            return f"<{len(value)} items sha1:{digest}>"
+        return repr(value)
+
+    settings = ", ".join(f"{k}={short(v)}" for k, v in vars(adapter).items() if not k.startswith("_"))
+    return f"{type(adapter).__name__}({settings})"
 
 
 def select_output(

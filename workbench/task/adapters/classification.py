@@ -16,6 +16,7 @@ from workbench.task.adapters.base import (
     metadata,
     parse_name_list,
     select_output,
+    settings_repr,
     softmax,
 )
 
@@ -56,6 +57,7 @@ class ClassificationAdapter:
     """
 
     name = "classification"
+    __repr__ = settings_repr
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from workbench.task.adapters.base import (
     metadata,
     parse_name_list,
     select_output,
+    settings_repr,
     softmax,
     split_lines,
 )
@@ -56,6 +57,7 @@ class CtcAdapter:
     """
 
     name = "ctc"
+    __repr__ = settings_repr
 
     def __init__(
         self,

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.task.adapters.base import Metrics, drop_batch, metadata, parse_name_list, select_output
+from workbench.task.adapters.base import (
+    Metrics,
+    drop_batch,
+    metadata,
+    parse_name_list,
+    select_output,
+    settings_repr,
+)
 from workbench.task.adapters.boxes import coco_box, coco_eval, match, nms
 
 #: f1 at or above which two detection sets count as the same answer: every box matched.
@@ -52,6 +59,7 @@ class DetectionAdapter:
     """
 
     name = "detection"
+    __repr__ = settings_repr
 
     def __init__(
         self,
