@@ -8,6 +8,7 @@ evaluation loop knows only this contract, so a new task is one class.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -44,13 +45,28 @@ class TaskAdapter(Protocol):
     def to_json(self, prediction: Any) -> Any: ...
 
 
+def settings_repr(adapter: Any) -> str:
+    """``Name(setting=value, ...)`` from the adapter's public attributes, the same in every run
+    (evaluation caches key on it). Long lists (a CTC dictionary) show their length and a digest."""
+
+    def short(value: Any) -> str:
+        if isinstance(value, list | tuple) and len(value) > 8:
+            digest = hashlib.sha1(json.dumps(jsonable(value)).encode()).hexdigest()[:12]
+            return f"<{len(value)} items sha1:{digest}>"
+        return repr(value)
+
+    settings = ", ".join(f"{k}={short(v)}" for k, v in vars(adapter).items() if not k.startswith("_"))
+    return f"{type(adapter).__name__}({settings})"
+
+
 def select_output(
     outputs: Mapping[str, np.ndarray], output: str | int | None, task: str
 ) -> tuple[str, np.ndarray]:
     """The output an adapter reads: by name, by position, or the first one when ``output`` is None.
 
     Raises:
-        WorkbenchError: no outputs, or no output of that name / position (lists the names).
+        WorkbenchError: no outputs, no output of that name / position (lists the names), or
+            the output holds NaN / Inf.
     """
     names = list(outputs)
     if not names:
@@ -71,7 +87,14 @@ def select_output(
             f"{task}: the model has no output {output!r}; its outputs are {names}. "
             "Pass output= as one of those names."
         )
-    return name, np.asarray(outputs[name])
+    array = np.asarray(outputs[name])
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise WorkbenchError(
+            f"{task}: output {name!r} holds {bad} NaN/Inf value(s), so it has no answer to decode: "
+            "the backend failed on this input. Compare the tensors with the 'outputs' task."
+        )
+    return name, array
 
 
 def drop_batch(array: np.ndarray, name: str, task: str, expected: str) -> np.ndarray:
@@ -137,6 +160,13 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     x = np.asarray(x, np.float64)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def looks_like_probabilities(x: np.ndarray, axis: int = -1, tol: float = 0.05) -> bool:
+    """True when ``x`` is in [0, 1] and sums to 1 within ``tol`` along ``axis``: loose enough for
+    a quantized softmax, whose sum is 1 only roughly."""
+    x = np.asarray(x, np.float64)
+    return bool((x <= 1).all() and is_probability(x, axis, tol))
 
 
 def is_probability(x: np.ndarray, axis: int = -1, tol: float = 1e-3) -> bool:

@@ -21,17 +21,30 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices kept by per-class non-maximum suppression, best score first."""
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float, limit: int | None = None
+) -> np.ndarray:
+    """Indices kept by per-class non-maximum suppression, best score first, at most ``limit``.
+
+    One IoU row per kept box, never the full matrix: an int8 head can pass thousands of
+    candidates (every score rounded up to the same level), and n x n would not fit in memory.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    # Per class by shifting each class's boxes out of reach of the others (as ultralytics does).
+    shift = (np.abs(boxes).max() + 1.0 if boxes.size else 0.0) * 2 * np.asarray(classes, np.float64)
+    x1, y1, x2, y2 = (boxes + shift[:, None]).T
+    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     order = np.argsort(-np.asarray(scores), kind="stable")
-    iou = iou_matrix(boxes, boxes)
     keep: list[int] = []
-    suppressed = np.zeros(len(order), bool)
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(int(i))
-        suppressed |= (iou[i] > iou_threshold) & (classes == classes[i])
+    while order.size and (limit is None or len(keep) < limit):
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        w = np.clip(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0, None)
+        inter = w * h
+        union = area[best] + area[rest] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        order = rest[iou <= iou_threshold]
     return np.array(keep, np.int64)
 
 

@@ -12,14 +12,16 @@ from workbench.errors import WorkbenchError
 from workbench.task.adapters.base import (
     Metrics,
     drop_batch,
-    is_probability,
+    looks_like_probabilities,
     metadata,
     parse_name_list,
     select_output,
+    settings_repr,
     softmax,
 )
 
 _EPS = 1e-10  #: floor of probabilities in KL, so a class the quantized model zeroes costs finitely
+_SHAPE_OPS = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast")
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,17 @@ class ClassificationAdapter:
             orientation model's "0\\n90\\n180\\n270") gives the class names when ``classes`` is None.
         output: which output to read (name or position); default the first.
         classes: class names, index order.
-        softmax: apply softmax when the output is not already probabilities (non-negative and
-            summing to 1 within 1e-3); False reads the output as it is.
+        softmax: turn the output into probabilities: softmax of logits, or probabilities
+            renormalised to sum 1 (a quantized softmax sums to 1 only roughly). Which of the
+            two is read from the graph when ``model`` is given (the output comes from a Softmax
+            or Sigmoid, through Identity / Reshape / Flatten / Squeeze); without it, an output
+            in [0, 1] summing to 1 within 0.05 is taken as probabilities. False reads the
+            output as it is.
         top_k: how many classes ``top_k`` / ``top5_overlap`` / ``top5_correct`` look at.
     """
 
     name = "classification"
+    __repr__ = settings_repr
 
     def __init__(
         self,
@@ -67,6 +74,8 @@ class ClassificationAdapter:
         self.classes = list(classes) if classes is not None else None
         self.output = output
         self.softmax = softmax
+        #: "probabilities", "logits", or None (decided per sample)
+        self.kind = _output_kind(model, output) if model is not None else None
         self.top_k = int(top_k)
 
     def decode(self, outputs: dict[str, np.ndarray]) -> Classification:
@@ -85,8 +94,8 @@ class ClassificationAdapter:
                 f"{scores.size} classes. Pass classes= with one name per class."
             )
         probs = np.asarray(scores, np.float64)
-        if self.softmax and not is_probability(probs):
-            probs = softmax(probs)
+        if self.softmax:
+            probs = _probabilities(probs, self.kind)
         order = np.argsort(-probs, kind="stable")
         index = int(order[0])
         return Classification(
@@ -173,6 +182,32 @@ class ClassificationAdapter:
             "accuracy": float(np.mean([s["correct"] for s in scores])),
             "top5_accuracy": float(np.mean([s["top5_correct"] for s in scores])),
         }
+
+
+def _probabilities(scores: np.ndarray, kind: str | None) -> np.ndarray:
+    if kind is None:
+        kind = "probabilities" if looks_like_probabilities(scores) else "logits"
+    if kind == "logits":
+        return softmax(scores)
+    total = scores.clip(0, None).sum()
+    return scores.clip(0, None) / total if total > 0 else scores.clip(0, None)
+
+
+def _output_kind(model: Any, output: str | int | None) -> str | None:
+    """ "probabilities" when the output is a Softmax's (through shape-only ops), "logits" when
+    it is another op's, None when the graph does not say (no such output)."""
+    names = list(getattr(model, "outputs", {}))
+    if not names:
+        return None
+    name = names[output] if isinstance(output, int) and -len(names) <= output < len(names) else output
+    name = names[0] if name is None else name
+    producers = {o: n for n in model.proto.graph.node for o in n.output}
+    node = producers.get(name)
+    while node is not None and node.op_type in _SHAPE_OPS:
+        node = producers.get(node.input[0])
+    if node is None:
+        return None
+    return "probabilities" if node.op_type in ("Softmax", "Sigmoid") else "logits"
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = _EPS) -> float:

@@ -18,10 +18,11 @@ from workbench.errors import WorkbenchError
 from workbench.task.adapters.base import (
     Metrics,
     drop_batch,
-    is_probability,
+    looks_like_probabilities,
     metadata,
     parse_name_list,
     select_output,
+    settings_repr,
     softmax,
     split_lines,
 )
@@ -56,6 +57,7 @@ class CtcAdapter:
     """
 
     name = "ctc"
+    __repr__ = settings_repr
 
     def __init__(
         self,
@@ -74,9 +76,9 @@ class CtcAdapter:
         self.characters = list(characters) if characters is not None else None
         self.output = output
         self._classes: list[str] | None = None
-        shape = _output_shape(model, output)
+        name, shape = _output_shape(model, output)
         if shape is not None and len(shape) == 3 and self.characters is not None:
-            self._classes = self._class_list(shape[2], "the model's output")
+            self._classes = self._class_list(shape[2], f"the model's output {name!r}")
 
     def _class_list(self, n_classes: int, where: str) -> list[str]:
         """[blank] + characters (+ " " when there is one class more), checked against the count."""
@@ -102,7 +104,7 @@ class CtcAdapter:
             )
         if self.characters is not None and (self._classes is None or len(self._classes) != steps.shape[1]):
             self._classes = self._class_list(steps.shape[1], f"output {name!r}")
-        probs = steps if is_probability(steps, axis=1) else softmax(steps, axis=1)
+        probs = steps if looks_like_probabilities(steps, axis=1) else softmax(steps, axis=1)
         best = steps.argmax(axis=1)
         keep = np.ones(len(best), bool)
         keep[1:] = best[1:] != best[:-1]
@@ -182,12 +184,12 @@ def read_dictionary(path: str | Path) -> list[str]:
     return chars
 
 
-def _output_shape(model: Any, output: str | int | None) -> tuple | None:
-    shapes = getattr(model, "outputs", None)
-    if not shapes:
-        return None
-    if output is None:
-        return next(iter(shapes.values()))
+def _output_shape(model: Any, output: str | int | None) -> tuple[str | None, tuple | None]:
+    """(name, static shape) of the output the adapter reads, (None, None) when unknown."""
+    shapes = getattr(model, "outputs", None) or {}
+    names = list(shapes)
     if isinstance(output, int):
-        return list(shapes.values())[output] if -len(shapes) <= output < len(shapes) else None
-    return shapes.get(output)
+        name = names[output] if -len(names) <= output < len(names) else None
+    else:
+        name = output if output is not None else next(iter(names), None)
+    return name, shapes.get(name)

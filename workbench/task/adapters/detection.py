@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.task.adapters.base import Metrics, drop_batch, metadata, parse_name_list, select_output
+from workbench.task.adapters.base import (
+    Metrics,
+    drop_batch,
+    metadata,
+    parse_name_list,
+    select_output,
+    settings_repr,
+)
 from workbench.task.adapters.boxes import coco_box, coco_eval, match, nms
 
 #: f1 at or above which two detection sets count as the same answer: every box matched.
@@ -52,6 +59,7 @@ class DetectionAdapter:
     """
 
     name = "detection"
+    __repr__ = settings_repr
 
     def __init__(
         self,
@@ -90,7 +98,7 @@ class DetectionAdapter:
         scores = class_scores[np.arange(len(head)), classes]
         keep = scores > self.score_threshold
         boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
-        kept = nms(boxes, scores, classes, self.iou_threshold)[: self.max_detections]
+        kept = nms(boxes, scores, classes, self.iou_threshold, limit=self.max_detections)
         return Detections(boxes[kept], scores[kept], classes[kept].astype(np.int64))
 
     def _head(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:

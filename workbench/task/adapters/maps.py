@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.task.adapters.base import Metrics, drop_batch, select_output
+from workbench.task.adapters.base import Metrics, drop_batch, select_output, settings_repr
 
 
 class MapAdapter:
@@ -28,6 +28,7 @@ class MapAdapter:
     """
 
     name = "map"
+    __repr__ = settings_repr
 
     def __init__(
         self,

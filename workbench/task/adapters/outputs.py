@@ -8,7 +8,7 @@ import numpy as np
 
 from workbench.compare.metrics import tensor_metrics
 from workbench.errors import WorkbenchError
-from workbench.task.adapters.base import Metrics
+from workbench.task.adapters.base import Metrics, settings_repr
 
 #: Relative size under which a tensor's spread (and two tensors' difference) counts as nothing.
 EMPTY_TOL = 1e-6
@@ -26,6 +26,7 @@ class OutputsAdapter:
     """
 
     name = "outputs"
+    __repr__ = settings_repr
 
     def __init__(self, model: Any = None, *, min_sqnr_db: float = 20.0):
         self.min_sqnr_db = min_sqnr_db
