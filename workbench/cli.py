@@ -120,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     fix.add_argument("--target-sqnr", type=float, metavar="DB", help="output SQNR to reach")
     fix.add_argument("--target-cosine", type=float, metavar="C", help="output cosine to reach")
+    fix.add_argument(
+        "--target-agreement",
+        type=float,
+        metavar="A",
+        help="share of answers equal to float's (0-1), judged by --task on --data: searched on half "
+        "the samples (their flips), checked on the other half",
+    )
+    fix.add_argument("--task", help="task adapter for --target-agreement (default: the zoo model's)")
+    fix.add_argument("--data", help="samples for --target-agreement (default: the zoo model's labelled set)")
     fix.add_argument("--candidates", type=int, default=16, help="layers swept (largest local error first)")
     fix.add_argument("--samples", type=int, default=2, help="samples scored per build (default: 2)")
     fix.add_argument("--jobs", type=int, default=2, help="parallel toolkit workers (default: 2)")
@@ -521,8 +530,12 @@ def _fix(args: argparse.Namespace) -> int:
     from workbench.fix.search import search_mixed_precision
     from workbench.viz.report import write_report
 
+    if args.target_agreement is not None:
+        return _fix_answers(args)
     if args.target_sqnr is None and args.target_cosine is None:
-        raise WorkbenchError("fix needs a target: --target-sqnr DB and/or --target-cosine C.")
+        raise WorkbenchError(
+            "fix needs a target: --target-agreement A (answers), --target-sqnr DB and/or --target-cosine C."
+        )
     if args.float_layers or args.auto_hybrid:
         raise WorkbenchError(
             "fix chooses the float16 layers itself and compares with auto_hybrid: drop --float-layers "
@@ -565,6 +578,43 @@ def _fix(args: argparse.Namespace) -> int:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"hybrid config, model and report: {folder}")
     return 0 if result.met else 1
+
+
+def _fix_answers(args: argparse.Namespace) -> int:
+    """fix --target-agreement: search on the flips of half the samples, check on the rest."""
+    from workbench.task.defaults import task_adapter, task_data
+    from workbench.task.explain import fix_answers
+
+    if not 0 < args.target_agreement <= 1:
+        raise WorkbenchError(
+            f"--target-agreement {args.target_agreement}: give a share in (0, 1], e.g. 0.95."
+        )
+    if args.target_sqnr is not None or args.target_cosine is not None:
+        raise WorkbenchError("Give --target-agreement alone, or --target-sqnr / --target-cosine.")
+    model, calibration, config = _conversion(args)
+    fixed = fix_answers(
+        model,
+        config,
+        calibration,
+        task_data(args.model, args.data),
+        task_adapter(args.model, model, args.task),
+        args.target_agreement,
+        candidates=args.candidates,
+        jobs=args.jobs,
+        progress=not args.json,
+    )
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = fixed.search.export(args.out or Path("runs") / f"{stamp}-{model.name}-fix", model, calibration)
+    fixed.before.save(folder / "held-out-int8")
+    fixed.after.save(folder / "held-out-hybrid")
+    if args.json:
+        print(
+            _json({**fixed.search.to_dict(), "folder": str(folder), "summary": fixed.summary()}, default=str)
+        )
+    else:
+        print(fixed.summary())
+        print(f"hybrid config and model: {folder}")
+    return 0 if fixed.search.met else 1
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -41,13 +42,17 @@ class Score:
     cycles: int | None = None  #: the compile table's estimated total cycles
     rw_kb: float | None = None  #: the compile table's total memory traffic (KB)
     error: str = ""  #: the toolkit's failure, if this set could not be built or run
+    #: share of samples whose decoded answer equals float's (jobs with a task adapter only)
+    agreement: float = math.nan
 
-    def meets(self, sqnr_db: float | None, cosine: float | None) -> bool:
+    def meets(self, sqnr_db: float | None, cosine: float | None, agreement: float | None = None) -> bool:
         ok = not self.error
         if sqnr_db is not None:
             ok &= self.sqnr_db >= sqnr_db
         if cosine is not None:
             ok &= self.cosine >= cosine
+        if agreement is not None:
+            ok &= self.agreement >= agreement
         return bool(ok)
 
 
@@ -61,18 +66,33 @@ class SweepJob:
     samples: CalibrationSet
     expected: list[list[np.ndarray]] = field(repr=False)
     key: str = ""
+    adapter: Any = None  #: a task adapter: scores then carry the agreement of the answers
+    answers: list = field(default_factory=list, repr=False)  #: float's decoded answers
 
 
-def prepare_job(model, config, calibration, samples) -> SweepJob:
-    """The float reference outputs and the content key of a sweep."""
+def prepare_job(model, config, calibration, samples, adapter=None) -> SweepJob:
+    """The float reference outputs (and answers, with a task ``adapter``) and the content
+    key of a sweep."""
     from workbench.compare.divergence import run_key
     from workbench.runners.float import FloatRunner
 
     config.check_model(model)
     reference = FloatRunner(model, config.preprocess, keep=list(model.outputs))
     expected = [[reference.run(row)[name] for name in model.outputs] for row in samples.rows]
-    key = run_key(model, config, calibration, samples, "sweep")
-    return SweepJob(model, config, calibration, samples, expected, key)
+    answers = [adapter.decode(_named(model, out)) for out in expected] if adapter is not None else []
+    mode = "sweep" if adapter is None else f"sweep|{adapter!r}"
+    key = run_key(model, config, calibration, samples, mode)
+    return SweepJob(model, config, calibration, samples, expected, key, adapter, answers)
+
+
+def _named(model: OnnxModel, outputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    shapes = {t.name: t.shape for t in model.tensors}
+    return {
+        name: np.asarray(o, np.float32).reshape(shapes[name])
+        if shapes.get(name)
+        else np.asarray(o, np.float32)
+        for name, o in zip(model.outputs, outputs)
+    }
 
 
 def score_batch(job: SweepJob, layer_sets: Sequence[Sequence[str]]) -> list[Score]:
@@ -99,7 +119,7 @@ def score_batch(job: SweepJob, layer_sets: Sequence[Sequence[str]]) -> list[Scor
                 session = None
                 scores.append(Score(tuple(layers), error=_first_line(err)))
                 continue
-            scores.append(_score(tuple(layers), job.expected, got, log))
+            scores.append(_score(tuple(layers), job.expected, got, log, job))
     finally:
         if session is not None:
             session.close()
@@ -152,7 +172,7 @@ def score_config(job: SweepJob, config: BuildConfig) -> Score:
             **config.build_args(job.model.inputs, dataset),
         )
         got = [infer_row(session, job.model, config, row) for row in job.samples.rows]
-    return _score(tuple(float16_tensors(log)), job.expected, got, log)
+    return _score(tuple(float16_tensors(log)), job.expected, got, log, job)
 
 
 def float16_tensors(build_log: str) -> list[str]:
@@ -196,7 +216,7 @@ def quantized_candidates(job: SweepJob) -> list[str]:
 class SweepStore:
     """Append-only JSON lines of Scores for one sweep key, under the cache."""
 
-    VERSION = 2  #: bump when Score changes, so older records are not read as incomplete ones
+    VERSION = 3  #: bump when Score changes, so older records are not read as incomplete ones
 
     def __init__(self, key: str):
         from workbench.datasets import cache_dir
@@ -246,7 +266,7 @@ def _step1(job: SweepJob) -> tuple[ToolkitSession, dict]:
     return session, files
 
 
-def _score(layers: tuple[str, ...], expected, got, log: str) -> Score:
+def _score(layers: tuple[str, ...], expected, got, log: str, job: SweepJob | None = None) -> Score:
     per_sample = [[tensor_metrics(e, g) for e, g in zip(exp, out)] for exp, out in zip(expected, got)]
     flags = {m["flag"] for s in per_sample for m in s} & {"nonfinite", "size-mismatch"}
     if flags:  # NaN/Inf or a wrong-sized output: not a score to rank or to meet a target with
@@ -258,7 +278,20 @@ def _score(layers: tuple[str, ...], expected, got, log: str) -> Score:
         cosine=float(np.mean([min(m["cosine"] for m in s) for s in per_sample])),
         cycles=int(table.cycles_total.sum()) if len(table) else None,
         rw_kb=float(table.rw_kb.sum()) if len(table) else None,
+        agreement=_agreement(job, got) if job is not None and job.adapter is not None else math.nan,
     )
+
+
+def _agreement(job: SweepJob, got) -> float:
+    """Share of samples whose answer is float's; an answer the adapter cannot decode disagrees."""
+    agree = []
+    for reference, outputs in zip(job.answers, got):
+        try:
+            test = job.adapter.decode(_named(job.model, outputs))
+            agree.append(bool(job.adapter.agreement(reference, test)["agree"]))
+        except Exception:  # e.g. NaN outputs: a wrong answer, not a crash of the sweep
+            agree.append(False)
+    return float(np.mean(agree))
 
 
 def _batches(items: list, slots: int) -> list[list]:

@@ -58,6 +58,11 @@ class SearchResult:
             f"{self.baseline.sqnr_db:.2f} -> {self.score.sqnr_db:.2f} dB, cosine "
             f"{self.baseline.cosine:.5f} -> {self.score.cosine:.5f}, cycles "
             f"{self.baseline.cycles} -> {self.score.cycles}"
+            + (
+                f", answers agreeing with float {self.baseline.agreement:.0%} -> {self.score.agreement:.0%}"
+                if self.target.get("agreement") is not None
+                else ""
+            )
         )
 
     def pareto(self, cost: str = "cycles") -> pd.DataFrame:
@@ -124,6 +129,8 @@ def search_mixed_precision(
     *,
     target_sqnr_db: float | None = None,
     target_cosine: float | None = None,
+    target_agreement: float | None = None,
+    adapter=None,
     ranking: pd.DataFrame | None = None,
     candidates: list[str] | int | None = None,
     executor=None,
@@ -131,14 +138,22 @@ def search_mixed_precision(
     progress: bool = True,
     cache: bool = True,
 ) -> SearchResult:
-    """The fewest float16 layers meeting the target output SQNR (dB) and/or cosine.
+    """The fewest float16 layers meeting the target output SQNR (dB), cosine and/or agreement
+    of the answers with float (``target_agreement``, 0-1, judged by the task ``adapter``:
+    pass samples whose answers flip, e.g. ``task.explain.contrast_samples``, and check the
+    result on other samples).
 
     ``ranking`` is a :func:`sensitivity` table (computed here from ``candidates`` if not
     given). If no config meets the target, the result has ``met=False`` and holds the best
     config scored.
     """
-    if target_sqnr_db is None and target_cosine is None:
-        raise WorkbenchError("Give a target: target_sqnr_db (e.g. 30.0) and/or target_cosine (e.g. 0.999).")
+    if target_sqnr_db is None and target_cosine is None and target_agreement is None:
+        raise WorkbenchError(
+            "Give a target: target_sqnr_db (e.g. 30.0), target_cosine (e.g. 0.999) and/or "
+            "target_agreement (e.g. 0.95, with a task adapter)."
+        )
+    if target_agreement is not None and (adapter is None or not 0 < target_agreement <= 1):
+        raise WorkbenchError("target_agreement is a share in (0, 1] and needs adapter= (a task adapter).")
     if target_cosine is not None and not 0 < target_cosine <= 1:
         raise WorkbenchError(f"target_cosine is a cosine in (0, 1], not {target_cosine!r}.")
     if config.float_layers or config.auto_hybrid:
@@ -147,8 +162,8 @@ def search_mixed_precision(
         )
     samples = samples if samples is not None else calibration.head(2)
     executor = as_executor(executor, jobs)
-    job = prepare_job(model, config, calibration, samples)
-    search = _Search(job, executor, target_sqnr_db, target_cosine, progress, cache)
+    job = prepare_job(model, config, calibration, samples, adapter)
+    search = _Search(job, executor, (target_sqnr_db, target_cosine, target_agreement), progress, cache)
     search.trail += [("sensitivity", s) for s in search.score([[]])]
     if search.known[()].error:
         raise WorkbenchError(
@@ -166,6 +181,7 @@ def search_mixed_precision(
             executor=executor,
             progress=progress,
             cache=cache,
+            adapter=adapter,
         )
     order = [r.layer for r in ranking.itertuples() if isinstance(r.layer, str) and not r.error]
     search.reuse(ranking)
@@ -180,17 +196,17 @@ def search_mixed_precision(
         config=replace(config, float_layers=best.layers),
         score=best,
         baseline=search.known[()],
-        met=best.meets(target_sqnr_db, target_cosine),
-        target={"sqnr_db": target_sqnr_db, "cosine": target_cosine},
+        met=best.meets(target_sqnr_db, target_cosine, target_agreement),
+        target={"sqnr_db": target_sqnr_db, "cosine": target_cosine, "agreement": target_agreement},
         trail=trail,
         ranking=ranking,
     )
 
 
 class _Search:
-    def __init__(self, job: SweepJob, executor, sqnr_db, cosine, progress, cache):
+    def __init__(self, job: SweepJob, executor, goal: tuple, progress, cache):
         self.job, self.executor, self.progress, self.cache = job, executor, progress, cache
-        self.goal = (sqnr_db, cosine)
+        self.goal = goal  #: (sqnr_db, cosine, agreement) targets, None where not set
         self.known: dict[tuple[str, ...], Score] = {}
         self.trail: list[tuple[str, Score]] = []
 
@@ -260,6 +276,8 @@ class _Search:
         if chosen is not None:
             return self.known[tuple(sorted(chosen))]
         ok = [s for s in self.known.values() if not s.error and s.sqnr_db == s.sqnr_db]  # not NaN
+        if self.goal[2] is not None:  # a task target: the answers first
+            return max(ok, key=lambda s: (s.agreement, s.sqnr_db, -len(s.layers)))
         return max(ok, key=lambda s: (s.sqnr_db, s.cosine, -len(s.layers)))
 
     def table(self) -> pd.DataFrame:
@@ -269,6 +287,7 @@ class _Search:
                 "n_float16": len(s.layers),
                 "sqnr_db": s.sqnr_db,
                 "cosine": s.cosine,
+                "agreement": s.agreement,
                 "cycles": s.cycles,
                 "rw_kb": s.rw_kb,
                 "meets": s.meets(*self.goal),

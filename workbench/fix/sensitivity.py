@@ -29,6 +29,7 @@ def sensitivity(
     jobs: int = 2,
     progress: bool = True,
     cache: bool = True,
+    adapter=None,
 ) -> pd.DataFrame:
     """Ranked table of the candidates' effect on the model output (vs the float model).
 
@@ -39,6 +40,7 @@ def sensitivity(
         view: "float16", "quantized" or "both" (see the module doc).
         executor: None (``jobs`` local toolkit processes) or a dask.distributed Client.
         cache: reuse and keep scores under the cache (an interrupted sweep resumes).
+        adapter: a task adapter: each score also carries the agreement of the answers.
 
     Returns columns layer, op_type, output_sqnr_db, output_cosine, gain_db, cycles, rw_kb, error
     (and, with the "quantized" view, quantized_sqnr_db, loss_db), ranked by the gain (or the
@@ -48,7 +50,7 @@ def sensitivity(
     if view not in VIEWS:
         raise WorkbenchError(f"view must be one of {VIEWS}, not {view!r}.")
     samples = samples if samples is not None else calibration.head(2)
-    job = prepare_job(model, config, calibration, samples)
+    job = prepare_job(model, config, calibration, samples, adapter)
     known = quantized_candidates(job)
     chosen = pick_candidates(job, known, candidates)
     if not chosen:
