@@ -19,23 +19,17 @@ def _touch(folder: Path, *names: str) -> None:
 
 # ---------------------------------------------------------------------- formats
 def test_class_folders_sort_numerically_and_interleave(tmp_path):
-    for angle in ("270", "0", "180", "90"):
+    for angle in ("270", "0", "180", "90", "-90", "x"):
         _touch(tmp_path, f"{angle}/a.jpg", f"{angle}/b.png")
     _touch(tmp_path, ".ipynb_checkpoints/c.jpg", "notes/readme.txt")
     labelled = load_labelled(tmp_path)
-    assert labelled.kind == "classes" and len(labelled) == 8
-    assert labelled.class_names == ["0", "90", "180", "270"]
-    assert labelled.labels == ["0", "90", "180", "270"] * 2
-    assert [r[0].relative_to(tmp_path).as_posix() for r in labelled.samples.rows[:2]] == [
-        "0/a.jpg",
-        "90/a.jpg",
-    ]
-    head = labelled.head(4)
-    assert (
-        head.labels == ["0", "90", "180", "270"]
-        and len(head) == 4
-        and head.class_names == labelled.class_names
-    )
+    classes = ["-90", "0", "90", "180", "270", "x"]
+    assert labelled.kind == "classes" and len(labelled) == 12 and labelled.class_names == classes
+    assert labelled.labels == classes * 2
+    first = [r[0].relative_to(tmp_path).as_posix() for r in labelled.samples.rows[:2]]
+    assert first == ["-90/a.jpg", "0/a.jpg"]
+    head = labelled.head(6)
+    assert head.labels == classes and head.class_names == classes
 
 
 def test_plain_folder_is_unlabelled(tmp_path):
@@ -57,6 +51,10 @@ def test_csv_with_and_without_header(tmp_path):
     assert labelled.samples.where(1).endswith("labels.csv line 4")
     (tmp_path / "bare.csv").write_text("img/b.jpg,1\n")
     assert load_labelled(tmp_path / "bare.csv").labels == ["1"]
+    (tmp_path / "other.csv").write_text(
+        "\ufeffimage_file,class\nimg/a.jpg,dog\n", encoding="utf-8"
+    )  # Excel's BOM
+    assert load_labelled(tmp_path / "other.csv").labels == ["dog"]
 
 
 def test_paddleocr_label_file(tmp_path):

@@ -31,9 +31,10 @@ from workbench.errors import DatasetError, ZooError
 from workbench.preprocess import IMAGE_SUFFIXES
 
 _SAMPLE_SUFFIXES = (*IMAGE_SUFFIXES, ".npy")
-#: First cells that mark the first CSV row as a header rather than a sample.
+#: Cells that mark the first CSV row as a header (first column or second) rather than a sample.
 _CSV_HEADERS = {"path", "file", "filename", "file_name", "image", "image_path", "img", "sample"}
-FORMATS = (
+_CSV_LABEL_HEADERS = {"label", "class", "class_name", "category", "text", "transcription"}
+_FORMATS = (
     "a folder of class folders, a folder of images, a CSV, a COCO .json, a PaddleOCR label file "
     "or a dataset.txt"
 )
@@ -51,7 +52,8 @@ class LabelledSet:
     labels: list | None  #: one per row (str, or a dict for COCO); None when unlabelled
     source: Path  #: the folder or file it was read from
     kind: str  #: "classes", "csv", "coco", "paddleocr", "list" or "folder"
-    class_names: list[str] | None = None  #: class folders (numeric names in numeric order) or COCO names
+    #: class folders (numeric names in numeric order), or COCO category names in id order
+    class_names: list[str] | None = None
     coco: dict | None = None  #: the COCO json as read, for pycocotools
 
     def __len__(self) -> int:
@@ -87,10 +89,10 @@ def load_labelled(path: str | Path) -> LabelledSet:
     if path.is_dir():
         return _load_folder(path)
     if not path.is_file():
-        raise DatasetError(f"Labelled data {str(path)!r} does not exist. Give {FORMATS}.")
+        raise DatasetError(f"Labelled data {str(path)!r} does not exist. Give {_FORMATS}.")
     if path.suffix.lower() in _SAMPLE_SUFFIXES:
         raise DatasetError(
-            f"{str(path)!r} is a single sample, not a data set. Give its folder, or {FORMATS}."
+            f"{str(path)!r} is a single sample, not a data set. Give its folder, or {_FORMATS}."
         )
     text = _read_text(path)
     if path.suffix.lower() == ".csv":
@@ -188,7 +190,7 @@ def _load_csv(path: Path, text: str) -> LabelledSet:
         number = reader.line_num
         if not any(cell.strip() for cell in record):
             continue
-        if not rows and number == _first_line(text) and record[0].strip().lower() in _CSV_HEADERS:
+        if not rows and number == _first_line(text) and _is_header(record):
             continue
         if len(record) != 2:
             raise DatasetError(
@@ -285,7 +287,7 @@ def _load_coco(path: Path, text: str) -> LabelledSet:
         for image_id, image in images.items()
     ]
     samples = CalibrationSet([(image["file"],) for image in images.values()], path)
-    names = [categories[c] for c in sorted(categories, key=_class_order)]
+    names = [categories[c] for c in sorted(categories, key=lambda c: _class_order(str(c)))]
     return LabelledSet(samples, labels, path, "coco", names, coco)
 
 
@@ -328,10 +330,14 @@ def _samples_in(folder: Path) -> list[Path]:
 
 def _class_order(name: str) -> tuple:
     """Numeric class names ("0", "90", "180", "270") in numeric order, before any other names."""
-    try:
+    if re.fullmatch(r"-?\d+(\.\d+)?", name):
         return (0, float(name), name)
-    except ValueError:
-        return (1, 0.0, name)
+    return (1, 0.0, name)
+
+
+def _is_header(record: list[str]) -> bool:
+    cells = [cell.strip().lower() for cell in record]
+    return cells[0] in _CSV_HEADERS or (len(cells) > 1 and cells[1] in _CSV_LABEL_HEADERS)
 
 
 def _is_index(label: str, count: int) -> bool:
