@@ -195,6 +195,17 @@ def orientation_of(page: np.ndarray, angle: str) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(page, -ORIENTATIONS.index(angle)))
 
 
+#: Letters that turned 180 degrees look like a letter again (u/n, d/p, b/q, o, s, x, z, l).
+ROTATABLE = set("bdlnopqsuxzHINOSXZ")
+
+
+def turns_into_letters(text: str) -> bool:
+    """True when most letters of ``text`` read as letters upside down ("under on" turns into
+    "uo ɹǝpun"): such a line is ambiguous by construction, so it is not used."""
+    letters = [c for c in text if c.isalpha()]
+    return sum(c in ROTATABLE for c in letters) > len(letters) / 2
+
+
 def render_line(rng: np.random.Generator) -> np.ndarray:
     """One upright text line filling most of a 48x192 crop, drawn at twice that size."""
     height, width = LINE_SIZE[0] * 2, LINE_SIZE[1] * 2
@@ -206,7 +217,10 @@ def render_line(rng: np.random.Generator) -> np.ndarray:
     cap = cv2.getTextSize("H", font, 1.0, thick)[0][1]
     scale = height * rng.uniform(0.3, 0.45) / cap
     left = int(rng.integers(4, 16))
-    text = fit_words(rng, int(width * rng.uniform(0.8, 0.95)) - left, font, scale, thick)
+    while True:
+        text = fit_words(rng, int(width * rng.uniform(0.8, 0.95)) - left, font, scale, thick)
+        if not turns_into_letters(text):
+            break
     (_, text_h), base = cv2.getTextSize(text, font, scale, thick)
     y = (height + text_h) // 2 - base // 2
     cv2.putText(line, text, (left, y), font, scale, ink, thick, cv2.LINE_AA)
@@ -228,6 +242,7 @@ def main(out: Path = HERE) -> None:
         page = render_page(rng, PAGE_STYLES[index % len(PAGE_STYLES)])
         for angle in ORIENTATIONS:
             write(out / "orientation" / angle / f"page{index:02d}.jpg", orientation_of(page, angle))
+    rng = np.random.default_rng(SEED + 1)  # its own stream: a change to the pages keeps the lines
     for index in range(LINES):
         line = render_line(rng)
         write(out / "textline" / "0" / f"line{index:02d}.jpg", line)
