@@ -127,7 +127,7 @@ def test_coco_boxes_become_xyxy_in_pixels(tmp_path):
         ("rec.txt", "a.jpg\tok\na.jpg\tbad\x00\n", r"rec.txt line 2 holds a NUL byte"),
         ("l.csv", "a.jpg,ok\n\na.jpg,caf\xe9\n", r"l.csv line 3 is not UTF-8 \(byte 0xe9\)"),
         ("c.json", '{"images": [],\n "annotations": [,]}', r"c.json line 2 is not valid JSON"),
-        ("c.json", '{"images": []}', r"not a COCO detection file: no annotations, categories"),
+        ("c.json", '{"images": []}', r"not a COCO detection file: no list of annotations, categories"),
         ("c.json", '{"images": [], "annotations": [], "categories": []}', r"c.json names no samples"),
         ("labels.xlsx", "", r"labels.xlsx' names no samples"),
     ],
@@ -155,6 +155,7 @@ def test_coco_annotation_naming_unknown_image(tmp_path):
         ({"category_id": 5}, r"annotations\[0\]\) names category_id 5, which is not in categories \(18, 1\)"),
         ({"bbox": [0, 0, -1, 2]}, r"annotations\[0\]\): bbox \[0, 0, -1, 2\] is not \[x, y, width, height\]"),
         ({"bbox": [0, "a", 1, 2]}, r"bbox \[0, 'a', 1, 2\] is not"),
+        ({"category_id": [1]}, r"names category_id \[1\], which is not in categories"),
     ],
 )
 def test_coco_bad_annotations(tmp_path, change, match):
@@ -202,6 +203,39 @@ def test_any_label_file_loads_or_explains(tmp_path, text, name):
         assert name in str(err)
     else:
         assert len(labelled) > 0 and (labelled.labels is None or len(labelled.labels) == len(labelled))
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 10)
+    | st.floats(allow_nan=True)
+    | st.sampled_from(["a.jpg", "x"]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["id", "file_name", "width", "height", "image_id", "category_id", "bbox", "name"]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(coco=st.dictionaries(st.sampled_from(["images", "annotations", "categories"]), _json))
+def test_any_coco_json_loads_or_explains(tmp_path, coco):
+    _touch(tmp_path, "a.jpg")
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    try:
+        labelled = load_labelled(tmp_path / "c.json")
+    except DatasetError as err:
+        assert "c.json" in str(err)
+    else:
+        assert all(label["boxes"].shape[1] == 4 for label in labelled.labels)
 
 
 # ---------------------------------------------------------------------- labels fit the task
