@@ -321,3 +321,9 @@ def test_float_model_reads_the_generated_labels(name, zoo):
     predicted = _float_top1(name, labelled, zoo)
     right = sum(p == label for p, label in zip(predicted, labelled.labels))
     assert right / len(labelled) >= 0.9, list(zip(labelled.labels, predicted))
+
+
+@pytest.mark.zoo
+def test_orientation_classes_are_the_models_own(zoo):
+    stored = {p.key: p.value for p in zoo("lcnet-orientation").proto.metadata_props}
+    assert stored["character"].split("\n") == zoo_entry("lcnet-orientation").task_settings["classes"]
