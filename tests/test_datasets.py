@@ -158,7 +158,7 @@ def test_generated_task_sets_are_small_and_reproducible(tmp_path):
     committed = sorted((datasets.REPO_ROOT / "datasets").glob("orientation/*/*.jpg")) + sorted(
         (datasets.REPO_ROOT / "datasets").glob("textline/*/*.jpg")
     )
-    assert len(committed) == 48 + 32
+    assert len(committed) == 56 + 32
     assert sum(p.stat().st_size for p in committed) < 2_000_000
     _load_generator().main(tmp_path)
     for path in committed:

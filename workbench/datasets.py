@@ -207,8 +207,9 @@ ZOO: dict[str, ZooEntry] = {
             _IMAGENET_BGR,
             "PP-LCNet document orientation classifier (0/90/180/270), 6.8 MB",
             "Apache-2.0",
-            # Output i is the page turned classes[i] degrees clockwise (float top-1 measured with
-            # onnxruntime on datasets/orientation: 48 of 48 right; counter-clockwise gives 0 %).
+            # Output i is the page turned classes[i] degrees clockwise: the order of the model's
+            # own metadata `character`; the direction measured with onnxruntime on
+            # datasets/orientation (56 of 56 right; labelled counter-clockwise, 0 of 28 on 90/270).
             task="classification",
             task_settings={"classes": ["0", "90", "180", "270"]},
             labelled="orientation",

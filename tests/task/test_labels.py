@@ -19,23 +19,17 @@ def _touch(folder: Path, *names: str) -> None:
 
 # ---------------------------------------------------------------------- formats
 def test_class_folders_sort_numerically_and_interleave(tmp_path):
-    for angle in ("270", "0", "180", "90"):
+    for angle in ("270", "0", "180", "90", "-90", "x"):
         _touch(tmp_path, f"{angle}/a.jpg", f"{angle}/b.png")
     _touch(tmp_path, ".ipynb_checkpoints/c.jpg", "notes/readme.txt")
     labelled = load_labelled(tmp_path)
-    assert labelled.kind == "classes" and len(labelled) == 8
-    assert labelled.class_names == ["0", "90", "180", "270"]
-    assert labelled.labels == ["0", "90", "180", "270"] * 2
-    assert [r[0].relative_to(tmp_path).as_posix() for r in labelled.samples.rows[:2]] == [
-        "0/a.jpg",
-        "90/a.jpg",
-    ]
-    head = labelled.head(4)
-    assert (
-        head.labels == ["0", "90", "180", "270"]
-        and len(head) == 4
-        and head.class_names == labelled.class_names
-    )
+    classes = ["-90", "0", "90", "180", "270", "x"]
+    assert labelled.kind == "classes" and len(labelled) == 12 and labelled.class_names == classes
+    assert labelled.labels == classes * 2
+    first = [r[0].relative_to(tmp_path).as_posix() for r in labelled.samples.rows[:2]]
+    assert first == ["-90/a.jpg", "0/a.jpg"]
+    head = labelled.head(6)
+    assert head.labels == classes and head.class_names == classes
 
 
 def test_plain_folder_is_unlabelled(tmp_path):
@@ -57,6 +51,10 @@ def test_csv_with_and_without_header(tmp_path):
     assert labelled.samples.where(1).endswith("labels.csv line 4")
     (tmp_path / "bare.csv").write_text("img/b.jpg,1\n")
     assert load_labelled(tmp_path / "bare.csv").labels == ["1"]
+    (tmp_path / "other.csv").write_text(
+        "\ufeffimage_file,class\nimg/a.jpg,dog\n", encoding="utf-8"
+    )  # Excel's BOM
+    assert load_labelled(tmp_path / "other.csv").labels == ["dog"]
 
 
 def test_paddleocr_label_file(tmp_path):
@@ -129,7 +127,7 @@ def test_coco_boxes_become_xyxy_in_pixels(tmp_path):
         ("rec.txt", "a.jpg\tok\na.jpg\tbad\x00\n", r"rec.txt line 2 holds a NUL byte"),
         ("l.csv", "a.jpg,ok\n\na.jpg,caf\xe9\n", r"l.csv line 3 is not UTF-8 \(byte 0xe9\)"),
         ("c.json", '{"images": [],\n "annotations": [,]}', r"c.json line 2 is not valid JSON"),
-        ("c.json", '{"images": []}', r"not a COCO detection file: no annotations, categories"),
+        ("c.json", '{"images": []}', r"not a COCO detection file: no list of annotations, categories"),
         ("c.json", '{"images": [], "annotations": [], "categories": []}', r"c.json names no samples"),
         ("labels.xlsx", "", r"labels.xlsx' names no samples"),
     ],
@@ -157,6 +155,7 @@ def test_coco_annotation_naming_unknown_image(tmp_path):
         ({"category_id": 5}, r"annotations\[0\]\) names category_id 5, which is not in categories \(18, 1\)"),
         ({"bbox": [0, 0, -1, 2]}, r"annotations\[0\]\): bbox \[0, 0, -1, 2\] is not \[x, y, width, height\]"),
         ({"bbox": [0, "a", 1, 2]}, r"bbox \[0, 'a', 1, 2\] is not"),
+        ({"category_id": [1]}, r"names category_id \[1\], which is not in categories"),
     ],
 )
 def test_coco_bad_annotations(tmp_path, change, match):
@@ -206,6 +205,39 @@ def test_any_label_file_loads_or_explains(tmp_path, text, name):
         assert len(labelled) > 0 and (labelled.labels is None or len(labelled.labels) == len(labelled))
 
 
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 10)
+    | st.floats(allow_nan=True)
+    | st.sampled_from(["a.jpg", "x"]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["id", "file_name", "width", "height", "image_id", "category_id", "bbox", "name"]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(coco=st.dictionaries(st.sampled_from(["images", "annotations", "categories"]), _json))
+def test_any_coco_json_loads_or_explains(tmp_path, coco):
+    _touch(tmp_path, "a.jpg")
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    try:
+        labelled = load_labelled(tmp_path / "c.json")
+    except DatasetError as err:
+        assert "c.json" in str(err)
+    else:
+        assert all(label["boxes"].shape[1] == 4 for label in labelled.labels)
+
+
 # ---------------------------------------------------------------------- labels fit the task
 def test_check_matches_names_the_label_and_line(tmp_path):
     _touch(tmp_path, "a.jpg")
@@ -237,7 +269,7 @@ def test_check_matches_ctc_dictionary(tmp_path):
 # ---------------------------------------------------------------------- the zoo's sets
 @pytest.mark.parametrize(
     "name, count, classes",
-    [("lcnet-orientation", 48, ["0", "90", "180", "270"]), ("ppocr-cls", 32, ["0", "180"])],
+    [("lcnet-orientation", 56, ["0", "90", "180", "270"]), ("ppocr-cls", 32, ["0", "180"])],
 )
 def test_zoo_classification_sets(name, count, classes):
     labelled = default_labelled_set(name)
@@ -282,7 +314,16 @@ def _float_top1(name: str, labelled: LabelledSet, zoo) -> list[str]:
 def test_float_model_reads_the_generated_labels(name, zoo):
     # The labels are known by construction; the float model must agree, or the rotation
     # convention (90 = clockwise) or the rendering went wrong.
-    labelled = default_labelled_set(name).head(8)
+    full = default_labelled_set(name)
+    # About 8 samples spread over the pages (an odd step crosses the interleaved classes).
+    labelled = full.take(range(0, len(full), len(full) // 8 | 1))
+    assert len(set(labelled.labels)) == len(full.class_names)
     predicted = _float_top1(name, labelled, zoo)
     right = sum(p == label for p, label in zip(predicted, labelled.labels))
     assert right / len(labelled) >= 0.9, list(zip(labelled.labels, predicted))
+
+
+@pytest.mark.zoo
+def test_orientation_classes_are_the_models_own(zoo):
+    stored = {p.key: p.value for p in zoo("lcnet-orientation").proto.metadata_props}
+    assert stored["character"].split("\n") == zoo_entry("lcnet-orientation").task_settings["classes"]

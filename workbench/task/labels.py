@@ -31,9 +31,10 @@ from workbench.errors import DatasetError, ZooError
 from workbench.preprocess import IMAGE_SUFFIXES
 
 _SAMPLE_SUFFIXES = (*IMAGE_SUFFIXES, ".npy")
-#: First cells that mark the first CSV row as a header rather than a sample.
+#: Cells that mark the first CSV row as a header (first column or second) rather than a sample.
 _CSV_HEADERS = {"path", "file", "filename", "file_name", "image", "image_path", "img", "sample"}
-FORMATS = (
+_CSV_LABEL_HEADERS = {"label", "class", "class_name", "category", "text", "transcription"}
+_FORMATS = (
     "a folder of class folders, a folder of images, a CSV, a COCO .json, a PaddleOCR label file "
     "or a dataset.txt"
 )
@@ -51,7 +52,8 @@ class LabelledSet:
     labels: list | None  #: one per row (str, or a dict for COCO); None when unlabelled
     source: Path  #: the folder or file it was read from
     kind: str  #: "classes", "csv", "coco", "paddleocr", "list" or "folder"
-    class_names: list[str] | None = None  #: class folders (numeric names in numeric order) or COCO names
+    #: class folders (numeric names in numeric order), or COCO category names in id order
+    class_names: list[str] | None = None
     coco: dict | None = None  #: the COCO json as read, for pycocotools
 
     def __len__(self) -> int:
@@ -87,10 +89,10 @@ def load_labelled(path: str | Path) -> LabelledSet:
     if path.is_dir():
         return _load_folder(path)
     if not path.is_file():
-        raise DatasetError(f"Labelled data {str(path)!r} does not exist. Give {FORMATS}.")
+        raise DatasetError(f"Labelled data {str(path)!r} does not exist. Give {_FORMATS}.")
     if path.suffix.lower() in _SAMPLE_SUFFIXES:
         raise DatasetError(
-            f"{str(path)!r} is a single sample, not a data set. Give its folder, or {FORMATS}."
+            f"{str(path)!r} is a single sample, not a data set. Give its folder, or {_FORMATS}."
         )
     text = _read_text(path)
     if path.suffix.lower() == ".csv":
@@ -188,7 +190,7 @@ def _load_csv(path: Path, text: str) -> LabelledSet:
         number = reader.line_num
         if not any(cell.strip() for cell in record):
             continue
-        if not rows and number == _first_line(text) and record[0].strip().lower() in _CSV_HEADERS:
+        if not rows and number == _first_line(text) and _is_header(record):
             continue
         if len(record) != 2:
             raise DatasetError(
@@ -227,53 +229,16 @@ def _load_coco(path: Path, text: str) -> LabelledSet:
         coco = json.loads(text)
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path} line {err.lineno} is not valid JSON: {err.msg}.") from None
-    missing = [
-        k for k in ("images", "annotations", "categories") if not isinstance(coco, dict) or k not in coco
-    ]
+    keys = ("images", "annotations", "categories")
+    missing = [k for k in keys if not isinstance(coco, dict) or not isinstance(coco.get(k), list)]
     if missing:
         raise DatasetError(
-            f"{path} is not a COCO detection file: no {', '.join(missing)}. A COCO file holds "
+            f"{path} is not a COCO detection file: no list of {', '.join(missing)}. A COCO file holds "
             '{"images": [...], "annotations": [...], "categories": [...]}.'
         )
-    folders = [path.parent, path.parent / "images"]
-    image_lines = _json_lines(text, "file_name", len(coco["images"]))
-    ann_lines = _json_lines(text, "image_id", len(coco["annotations"]))
-    images: dict = {}
-    for k, image in enumerate(coco["images"]):
-        where = _entry(path, image_lines, k, "images")
-        try:
-            image_id, name = image["id"], str(image["file_name"])
-            size = (int(image["width"]), int(image["height"]))
-        except (KeyError, TypeError, ValueError):
-            raise DatasetError(f"{where}: an image needs id, file_name, width and height.") from None
-        file = _sample(path, name, where, folders)
-        images[image_id] = {"file": file, "size": size, "boxes": [], "classes": []}
-    try:
-        categories = {c["id"]: str(c.get("name", c["id"])) for c in coco["categories"]}
-    except (KeyError, TypeError, AttributeError):
-        raise DatasetError(f"{path}: every entry of categories needs an id (and a name).") from None
-    for k, ann in enumerate(coco["annotations"]):
-        where = _entry(path, ann_lines, k, "annotations")
-        if not isinstance(ann, dict) or ann.get("image_id") not in images:
-            image_id = ann.get("image_id") if isinstance(ann, dict) else None
-            raise DatasetError(
-                f"{where} names image_id {image_id!r}, which is not in images: fix the id or add the image."
-            )
-        if ann.get("category_id") not in categories:
-            raise DatasetError(
-                f"{where} names category_id {ann.get('category_id')!r}, which is not in categories "
-                f"({', '.join(str(c) for c in list(categories)[:20])})."
-            )
-        bbox = ann.get("bbox")
-        numbers = isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)
-        if not numbers or bbox[2] < 0 or bbox[3] < 0:
-            raise DatasetError(
-                f"{where}: bbox {bbox!r} is not [x, y, width, height] with width, height >= 0."
-            )
-        x, y, w, h = (float(v) for v in bbox)
-        image = images[ann["image_id"]]
-        image["boxes"].append((x, y, x + w, y + h))  # COCO's xywh to xyxy
-        image["classes"].append(int(ann["category_id"]))
+    images = _coco_images(path, text, coco["images"])
+    categories = _coco_categories(path, coco["categories"])
+    _coco_boxes(path, text, coco["annotations"], images, categories)
     _not_empty(list(images), path)
     labels = [
         {
@@ -285,8 +250,69 @@ def _load_coco(path: Path, text: str) -> LabelledSet:
         for image_id, image in images.items()
     ]
     samples = CalibrationSet([(image["file"],) for image in images.values()], path)
-    names = [categories[c] for c in sorted(categories, key=_class_order)]
+    names = [categories[c] for c in sorted(categories, key=lambda c: _class_order(str(c)))]
     return LabelledSet(samples, labels, path, "coco", names, coco)
+
+
+def _coco_categories(path: Path, entries: list) -> dict[int, str]:
+    """{category id: name}; ids must be integers (the labels' "classes" hold them)."""
+    categories = {}
+    for k, category in enumerate(entries):
+        if not isinstance(category, dict) or not _is_number(category.get("id")) or category["id"] % 1:
+            raise DatasetError(f"{path} categories[{k}]: {category!r} needs an integer id (and a name).")
+        categories[int(category["id"])] = str(category.get("name", category["id"]))
+    return categories
+
+
+def _coco_images(path: Path, text: str, entries: list) -> dict:
+    """{image id: {"file", "size", "boxes": [], "classes": []}}; files relative to the json's
+    folder or its images/ folder."""
+    folders = [path.parent, path.parent / "images"]
+    lines = _json_lines(text, "file_name", len(entries))
+    images = {}
+    for k, image in enumerate(entries):
+        where = _entry(path, lines, k, "images")
+        try:
+            image_id, name = image["id"], str(image["file_name"])
+            size = (int(image["width"]), int(image["height"]))
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(f"{where}: an image needs id, file_name, width and height.") from None
+        if not isinstance(image_id, int | str):
+            raise DatasetError(f"{where}: id {image_id!r} is not a number or a string.")
+        images[image_id] = {
+            "file": _sample(path, name, where, folders),
+            "size": size,
+            "boxes": [],
+            "classes": [],
+        }
+    return images
+
+
+def _coco_boxes(path: Path, text: str, entries: list, images: dict, categories: dict) -> None:
+    """Add each annotation's box (COCO's xywh turned into xyxy) and category id to its image."""
+    lines = _json_lines(text, "image_id", len(entries))
+    for k, ann in enumerate(entries):
+        where = _entry(path, lines, k, "annotations")
+        ann = ann if isinstance(ann, dict) else {}
+        image_id, category = ann.get("image_id"), ann.get("category_id")
+        if not isinstance(image_id, int | str) or image_id not in images:
+            raise DatasetError(
+                f"{where} names image_id {image_id!r}, which is not in images: fix the id or add the image."
+            )
+        if not _is_number(category) or category not in categories:
+            raise DatasetError(
+                f"{where} names category_id {category!r}, which is not in categories "
+                f"({', '.join(str(c) for c in list(categories)[:20])})."
+            )
+        bbox = ann.get("bbox")
+        numbers = isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)
+        if not numbers or bbox[2] < 0 or bbox[3] < 0:
+            raise DatasetError(
+                f"{where}: bbox {bbox!r} is not [x, y, width, height] with width, height >= 0."
+            )
+        x, y, w, h = (float(v) for v in bbox)
+        images[image_id]["boxes"].append((x, y, x + w, y + h))
+        images[image_id]["classes"].append(int(category))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -328,10 +354,14 @@ def _samples_in(folder: Path) -> list[Path]:
 
 def _class_order(name: str) -> tuple:
     """Numeric class names ("0", "90", "180", "270") in numeric order, before any other names."""
-    try:
+    if re.fullmatch(r"-?\d+(\.\d+)?", name):
         return (0, float(name), name)
-    except ValueError:
-        return (1, 0.0, name)
+    return (1, 0.0, name)
+
+
+def _is_header(record: list[str]) -> bool:
+    cells = [cell.strip().lower() for cell in record]
+    return cells[0] in _CSV_HEADERS or (len(cells) > 1 and cells[1] in _CSV_LABEL_HEADERS)
 
 
 def _is_index(label: str, count: int) -> bool:
