@@ -177,3 +177,30 @@ def test_flip_layers_ranks_the_layer_worse_on_flips():
     assert table.gap_db.tolist() == [20.0, 1.0]
     samples = contrast_samples(answers, kept=1)
     assert [str(r[0]) for r in samples.rows][0].endswith("f1") and len(samples) == 2
+
+
+@pytest.mark.toolkit
+def test_fix_answers_searches_on_flips_and_checks_held_out(tmp_path):
+    """Near-ties that int8 cannot separate in both halves: the search sees its half's flips
+    (agreement 50 %), and the held-out half is judged before and after with the same adapter."""
+    from workbench.task.explain import fix_answers
+
+    means = [(0.5, 0.502, 0.0), (0.5, 0.502, 0.05), (0.2, 0.9, 0.1), (0.9, 0.1, 0.0)] * 2
+    samples = _samples(tmp_path, means)
+    model = _channel_mean_classifier()
+    data = LabelledSet(samples, ["1", "1", "1", "0"] * 2, tmp_path, "csv")
+    adapter = get_adapter("classification", model=model)
+    fixed = fix_answers(model, BuildConfig(), samples, data, adapter, 1.0, candidates=None, progress=False)
+    assert fixed.search.baseline.agreement == 0.5
+    assert fixed.search.trail.agreement.notna().all()
+    before = fixed.before.summary().set_index("backend").loc["simulator"]
+    assert (before.samples, before.flips) == (4, 2)
+    assert fixed.search.met == (fixed.search.score.agreement >= 1.0)
+    assert "Held-out check on 4 samples" in fixed.summary()
+
+
+def test_task_target_needs_an_adapter():
+    from workbench.fix.search import search_mixed_precision
+
+    with pytest.raises(WorkbenchError, match="needs adapter="):
+        search_mixed_precision(None, BuildConfig(), None, target_agreement=0.9)

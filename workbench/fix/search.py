@@ -220,8 +220,9 @@ class _Search:
             if isinstance(r.layer, str) and (error or pd.notna(r.output_sqnr_db)):
                 cycles = None if pd.isna(r.cycles) else int(r.cycles)
                 rw_kb = getattr(r, "rw_kb", None)
+                agreement = getattr(r, "output_agreement", float("nan"))
                 self.known[(r.layer,)] = Score(
-                    (r.layer,), r.output_sqnr_db, r.output_cosine, cycles, rw_kb, error
+                    (r.layer,), r.output_sqnr_db, r.output_cosine, cycles, rw_kb, error, agreement
                 )
 
     def score(self, sets, stage: str | None = None) -> list[Score]:

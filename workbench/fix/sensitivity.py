@@ -151,6 +151,7 @@ def _row(layer, op_type, score: Score, base: Score) -> dict:
         "cycles": score.cycles,
         "rw_kb": score.rw_kb,
         "error": score.error,
+        "output_agreement": score.agreement,
     }
 
 

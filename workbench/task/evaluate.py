@@ -236,7 +236,10 @@ def evaluate(
     key = _key(model, config, calibration, data, adapter, board, quantized)
     cached = cache_dir() / "answers" / key if key else None
     if cache and cached is not None and TaskResult.exists(cached):
-        return TaskResult.load(cached)
+        # Same content, maybe another place: the rows name this call's files.
+        result = TaskResult.load(cached)
+        result.table["path"] = result.table["sample"].map(lambda i: str(data.samples.rows[i][0]))
+        return result
 
     judge = _Judge(adapter, data)
     rows_in = data.samples.rows
