@@ -395,3 +395,35 @@ def _is_number(value) -> bool:
 def _not_empty(rows: list, path: Path) -> None:
     if not rows:
         raise DatasetError(f"{path} names no samples: add at least one.")
+
+
+_CLOCKWISE = {
+    "0": None,
+    "90": "ROTATE_90_CLOCKWISE",
+    "180": "ROTATE_180",
+    "270": "ROTATE_90_COUNTERCLOCKWISE",
+}
+
+
+def rotated_set(images: CalibrationSet, folder: str | Path) -> LabelledSet:
+    """Every image of ``images`` turned 0/90/180/270 degrees clockwise, written as class
+    folders under ``folder`` (labels known by construction, as the orientation models name
+    them), and read back. Existing files there are overwritten, nothing else is touched.
+
+    Raises:
+        DatasetError: a sample is not a readable image, or a row has more than one file.
+    """
+    import cv2
+
+    folder = Path(folder)
+    for i, row in enumerate(images.rows):
+        if len(row) != 1:
+            raise DatasetError(f"{images.where(i)}: rotated_set takes one image per sample, not {len(row)}.")
+        image = cv2.imread(str(row[0]), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DatasetError(f"{images.where(i)}: {str(row[0])!r} is not an image OpenCV can read.")
+        for angle, code in _CLOCKWISE.items():
+            (folder / angle).mkdir(parents=True, exist_ok=True)
+            turned = image if code is None else cv2.rotate(image, getattr(cv2, code))
+            cv2.imwrite(str(folder / angle / f"{i:03d}_{Path(row[0]).stem}.jpg"), turned)
+    return load_labelled(folder)
