@@ -582,8 +582,8 @@ def _fix(args: argparse.Namespace) -> int:
 
 def _fix_answers(args: argparse.Namespace) -> int:
     """fix --target-agreement: search on the flips of half the samples, check on the rest."""
+    from workbench.fix.answers import fix_answers
     from workbench.task.defaults import task_adapter, task_data
-    from workbench.task.explain import fix_answers
 
     if not 0 < args.target_agreement <= 1:
         raise WorkbenchError(

@@ -183,7 +183,7 @@ def test_flip_layers_ranks_the_layer_worse_on_flips():
 def test_fix_answers_searches_on_flips_and_checks_held_out(tmp_path):
     """Near-ties that int8 cannot separate in both halves: the search sees its half's flips
     (agreement 50 %), and the held-out half is judged before and after with the same adapter."""
-    from workbench.task.explain import fix_answers
+    from workbench.fix.answers import fix_answers
 
     means = [(0.5, 0.502, 0.0), (0.5, 0.502, 0.05), (0.2, 0.9, 0.1), (0.9, 0.1, 0.0)] * 2
     samples = _samples(tmp_path, means)

@@ -7,7 +7,6 @@ answer changes is a better suspect than one that is equally bad everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,7 @@ from workbench.datasets import CalibrationSet
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
-from workbench.task.evaluate import TaskResult, evaluate
-from workbench.task.labels import LabelledSet
+from workbench.task.evaluate import TaskResult
 
 
 def contrast_samples(answers: TaskResult, backend: str = "simulator", kept: int = 8) -> CalibrationSet:
@@ -87,65 +85,3 @@ def _group(path, flips: set[str], keeps: set[str]):
     if path in flips:
         return "flipped"
     return "kept" if path in keeps else np.nan
-
-
-@dataclass
-class TaskFix:
-    """A mixed-precision search to an agreement target on the samples whose answers flip,
-    checked on held-out samples the search never saw."""
-
-    search: object  #: the fix.search.SearchResult
-    before: TaskResult  #: int8 answers on the held-out samples
-    after: TaskResult  #: the chosen hybrid's answers on the same samples
-
-    def summary(self) -> str:
-        b = self.before.summary().set_index("backend").loc["simulator"]
-        a = self.after.summary().set_index("backend").loc["simulator"]
-        return (
-            f"{self.search.summary()}. Held-out check on {int(a.samples)} samples the search did "
-            f"not use: agreement with float {b.agreement:.0%} -> {a.agreement:.0%} "
-            f"({int(b.flips)} -> {int(a.flips)} flips)"
-        )
-
-
-def fix_answers(
-    model: OnnxModel,
-    config: BuildConfig,
-    calibration: CalibrationSet,
-    data: LabelledSet,
-    adapter,
-    target_agreement: float,
-    *,
-    kept: int = 4,
-    candidates: int | None = 16,
-    jobs: int = 2,
-    progress: bool = True,
-) -> TaskFix:
-    """Search the fewest float16 layers that bring the answers to ``target_agreement`` with
-    float. ``data`` is split alternately: the even samples drive the search (their flipped
-    ones plus ``kept`` that keep their answer), the odd ones are held out to check the result.
-
-    Raises:
-        WorkbenchError: fewer than 2 samples, or no answer flips on the search half.
-    """
-    from workbench.fix.search import search_mixed_precision
-
-    if len(data) < 2:
-        raise WorkbenchError("A task-targeted fix needs at least 2 samples: half search, half check.")
-    search_half, held_out = data.take(range(0, len(data), 2)), data.take(range(1, len(data), 2))
-    answers = evaluate(model, config, calibration, search_half, adapter, progress=progress)
-    samples = contrast_samples(answers, kept=kept)
-    result = search_mixed_precision(
-        model,
-        config,
-        calibration,
-        samples,
-        target_agreement=target_agreement,
-        adapter=adapter,
-        candidates=candidates,
-        jobs=jobs,
-        progress=progress,
-    )
-    before = evaluate(model, config, calibration, held_out, adapter, progress=progress)
-    after = evaluate(model, result.config, calibration, held_out, adapter, progress=progress)
-    return TaskFix(result, before, after)
