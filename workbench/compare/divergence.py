@@ -187,6 +187,7 @@ def layer_rows(
     *,
     sample: int,
     backend: str,
+    golden: dict[str, np.ndarray] | None = None,
 ) -> list[dict]:
     """Rows of the Divergence table for one sample of one backend.
 
@@ -195,6 +196,9 @@ def layer_rows(
         reference: float tensors by ONNX name.
         quantized: the backend's tensors by its own layer names.
         toolkit_rows: the toolkit's ErrorRow per layer name, when it gave them.
+        golden: the toolkit's own float tensors by its layer names (snapshot mode); where a
+            layer's layout differs from ONNX, the one that makes golden equal the float
+            tensor is used, and a layer with none is "unaligned", never compared.
     """
     toolkit_rows = toolkit_rows or {}
     # Layers the toolkit lists without numbers were fused into a neighbour: their dumps
@@ -223,44 +227,107 @@ def layer_rows(
             "toolkit_single_cos": np.nan,
         }
         if layer is not None:
-            ref = reference[t.name]
-            test, layout = _like(quantized[layer], ref.shape)
-            if layout == "unaligned":  # same size, axis order unknown: no honest comparison
-                rows.append({**row, "status": "unaligned", "flag": f"shape {test.shape} vs {ref.shape}"})
-                continue
-            row.update(tensor_metrics(ref, test))
-            row["flag"] = ",".join(f for f in (row["flag"], layout) if f)
-            row["status"] = "compared"
             err = toolkit_rows.get(layer)
             if err is not None:
                 row["rknn_op"] = err.op_type
                 row["toolkit_entire_cos"] = _nan(err.values.get("entire_cos"))
                 row["toolkit_single_cos"] = _nan(err.values.get("single_cos"))
+            ref = reference[t.name]
+            layout = _layout(quantized[layer].shape, ref, (golden or {}).get(layer), golden is not None)
+            if isinstance(layout, str):  # no mapping that can be trusted: no number either
+                rows.append({**row, "status": "unaligned", "flag": layout})
+                continue
+            test, how = _apply(quantized[layer], layout, ref.shape)
+            row.update(tensor_metrics(ref, test))
+            row["flag"] = ",".join(f for f in (row["flag"], how) if f)
+            row["status"] = "compared"
         rows.append(row)
     return rows
 
 
-def _like(tensor: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
-    """The backend tensor in the ONNX layout, and a flag saying what was done.
+#: Cosine between the toolkit's golden dump, laid out by a candidate mapping, and
+#: onnxruntime's tensor for the mapping to be trusted (measured: 1.0 under the right one,
+#: ~0 under a wrong one).
+GOLDEN_COSINE = 0.9999
+#: Permutations are tried up to this rank (after squeezing size-1 axes): 5! = 120 at most.
+_MAX_PERMUTED_RANK = 5
 
-    The toolkit dumps some tensors in its own axis order (e.g. (4,16,1,2100) for an ONNX
-    (1,16,4,2100)); when exactly one axis permutation gives the ONNX shape, it is used (for
-    ambiguous square maps, NHWC -> NCHW); otherwise the layer is "unaligned", not compared.
+#: A layout mapping: the permutation of the toolkit tensor's non-1 axes, then a reshape to
+#: the ONNX shape (which squeezes/unsqueezes size-1 axes, or merges/splits axes).
+Layout = tuple[int, ...]
+
+
+def _layout(shape: tuple[int, ...], ref: np.ndarray, golden: np.ndarray | None, has_golden: bool):
+    """The mapping from the toolkit's ``shape`` to the ONNX layout of ``ref``, or the reason
+    (a str) why none can be trusted.
+
+    With the toolkit's golden dump of the layer, the first candidate under which it matches
+    ``ref`` (cosine >= GOLDEN_COSINE) wins, trying the plain order first. Without one (mark-all,
+    whose outputs are already in ONNX layout, or a board run), a mapping is used only when it
+    is the single squeeze/unsqueeze + permutation that gives the ONNX shape (or, for square
+    maps, the toolkit's NHWC); any other case is left unaligned.
     """
-    if tensor.shape == shape:
+    if int(np.prod(shape)) != ref.size:
+        return f"size {shape} vs ONNX {ref.shape}"
+    exact, merged = _candidates(shape, ref.shape)
+    if has_golden:
+        if golden is None or golden.size != ref.size:
+            return f"shape {shape} vs ONNX {ref.shape}: no golden dump of this layer to choose the layout"
+        best = -1.0
+        for layout in (*exact, *merged):
+            cos = _cosine(_apply(golden.reshape(shape), layout, ref.shape)[0], ref)
+            if cos >= GOLDEN_COSINE:
+                return layout
+            best = max(best, cos)
+        return (
+            f"shape {shape} vs ONNX {ref.shape}: no squeeze/transpose makes the toolkit's golden dump "
+            f"equal the float tensor (best cosine {best:.4f})"
+        )
+    if len(exact) == 1 or tuple(shape) == tuple(ref.shape):
+        return exact[0]
+    nhwc = _nhwc(shape)  # square maps: the toolkit's other 4-D layout, NHWC
+    if nhwc in exact and len(shape) == len(ref.shape):
+        return nhwc
+    return f"shape {shape} vs ONNX {ref.shape}: axis order unknown and no golden dump to decide it"
+
+
+def _candidates(shape, target) -> tuple[list[Layout], list[Layout]]:
+    """Permutations of the non-1 axes of ``shape``, identity first: those that give
+    ``target``'s non-1 axes exactly, then those that need a merge/split reshape."""
+    dims = [d for d in shape if d != 1]
+    want = [d for d in target if d != 1]
+    identity = tuple(range(len(dims)))
+    if len(dims) > _MAX_PERMUTED_RANK:
+        perms = [identity]
+    else:
+        perms = list(itertools.permutations(identity))
+    exact = [p for p in perms if [dims[i] for i in p] == want]
+    return exact, [p for p in perms if p not in exact]
+
+
+def _nhwc(shape) -> Layout | None:
+    """The layout reading a 4-D NHWC tensor as NCHW, over the non-1 axes of ``shape``."""
+    if len(shape) != 4:
+        return None
+    kept = [i for i in range(4) if shape[i] != 1]
+    return tuple(kept.index(i) for i in (0, 3, 1, 2) if shape[i] != 1)
+
+
+def _apply(tensor: np.ndarray, layout: Layout, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
+    """``tensor`` in the ONNX ``shape`` under ``layout``, and a flag saying what was done."""
+    if tensor.shape == tuple(shape) and layout == tuple(range(len(layout))):
         return tensor, ""
-    if tensor.ndim == len(shape):
-        perms = [
-            p
-            for p in itertools.permutations(range(tensor.ndim))
-            if tuple(tensor.shape[i] for i in p) == shape
-        ]
-        if len(perms) == 1:
-            return tensor.transpose(perms[0]), "transposed"
-        if (0, 3, 1, 2) in perms:  # ambiguous (square maps): NHWC is the toolkit's other layout
-            return tensor.transpose(0, 3, 1, 2), "transposed"
-        return tensor, "unaligned"
-    return tensor.reshape(-1), "reshaped"  # flat text dumps and merged axes keep NCHW order
+    dims = [d for d in tensor.shape if d != 1]
+    out = tensor.reshape(dims).transpose(layout).reshape(shape)
+    return out, "transposed" if layout != tuple(range(len(layout))) else "reshaped"
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a, b) / (na * nb))
 
 
 def _nan(value) -> float:
@@ -326,10 +393,12 @@ def compute_divergence(
             floats = reference.run(row)
             if mode == "snapshot":
                 snap = quantized.analyse(row)
-                tensors, errors = snap.simulator, {e.name: e for e in snap.errors}
+                tensors, errors, golden = snap.simulator, {e.name: e for e in snap.errors}, snap.golden
             else:
-                tensors, errors = quantized.run(row), None
-            rows += layer_rows(model.tensors, floats, tensors, errors, sample=i, backend="simulator")
+                tensors, errors, golden = quantized.run(row), None, None
+            rows += layer_rows(
+                model.tensors, floats, tensors, errors, sample=i, backend="simulator", golden=golden
+            )
             if on_sample:
                 on_sample(i + 1, len(samples))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
