@@ -46,3 +46,14 @@ def test_modes_agree_on_common_layers(runs):
     common = a.index.intersection(b.index).drop("x", errors="ignore")
     assert {"stem_out", "res_out", "y"} <= set(common)
     np.testing.assert_allclose(a.loc[common, "cosine_mean"], b.loc[common, "cosine_mean"], atol=1e-3)
+
+
+def test_compiled_layers_without_onnx_tensor_are_listed(runs):
+    """The LayerNorm compiles to the toolkit's own exNorm layer "norm#1": no ONNX tensor."""
+    table = runs["snapshot"].table
+    table = table[table["sample"] == 0].set_index("layer")
+    norm = table.loc["norm#1"]
+    assert (norm.status, norm.rknn_layer, norm.rknn_op) == ("unmapped", "norm#1", "exNorm")
+    assert norm.toolkit_single_cos > 0.99 and np.isnan(norm.cosine)
+    assert table.loc["res_out", "index"] < norm["index"] < table.loc["norm_out", "index"]
+    assert "unmapped" not in set(runs["mark-all"].table.status)  # no toolkit table to list them from

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.compare.align import align
+from workbench.compare.align import align, base_name
 from workbench.compare.metrics import MAX_SQNR_DB, METRICS, tensor_metrics
 from workbench.errors import WorkbenchError
 
@@ -188,6 +188,7 @@ def layer_rows(
     sample: int,
     backend: str,
     golden: dict[str, np.ndarray] | None = None,
+    constants: set[str] | None = None,
 ) -> list[dict]:
     """Rows of the Divergence table for one sample of one backend.
 
@@ -220,7 +221,7 @@ def layer_rows(
             "backend": backend,
             # no quantized counterpart: a graph input that was fed, not computed, or a
             # tensor fused inside an RKNN layer
-            "status": "fused" if t.producer else "input",
+            "status": _unmatched_status(t, constants or set()),
             **dict.fromkeys(METRICS, np.nan),
             "flag": "",
             "toolkit_entire_cos": np.nan,
@@ -242,7 +243,67 @@ def layer_rows(
             row["flag"] = ",".join(f for f in (row["flag"], how) if f)
             row["status"] = "compared"
         rows.append(row)
-    return rows
+    extra = _unmapped_rows(toolkit_rows, rows, sample=sample, backend=backend)
+    return sorted(rows + extra, key=lambda r: r["index"]) if extra else rows
+
+
+def _unmatched_status(t, constants: set[str]) -> str:
+    if t.producer is None:
+        return "input"
+    return "constant" if t.op_type == "Constant" or t.name in constants else "fused"
+
+
+def _unmapped_rows(toolkit_rows: dict, rows: list[dict], *, sample: int, backend: str) -> list[dict]:
+    """Rows for the toolkit's layers that no ONNX row stands for, placed after their nearest
+    mapped predecessor in the toolkit's (execution) order."""
+    at = {r["rknn_layer"]: r["index"] for r in rows if r["rknn_layer"] is not None}
+    fused = {r["layer"] for r in rows if r["status"] == "fused"}
+    groups: dict[float | None, list] = {}
+    previous = None
+    for name, err in toolkit_rows.items():
+        if name in at:
+            previous = at[name]
+        elif err.has_dump or base_name(name, fused) is None:  # no-dump layers of fused tensors are listed
+            groups.setdefault(previous, []).append(err)
+    out = []
+    last = max((r["index"] for r in rows), default=-1)
+    for previous, errs in groups.items():
+        for k, err in enumerate(errs, 1):
+            index = last + k if previous is None else previous + k / (len(errs) + 1)
+            out.append(
+                {
+                    "index": index,
+                    "layer": err.name,
+                    "op_type": err.op_type,
+                    "rknn_layer": err.name,
+                    "rknn_op": err.op_type,
+                    "sample": sample,
+                    "backend": backend,
+                    "status": "unmapped",
+                    **dict.fromkeys(METRICS, np.nan),
+                    "flag": ",".join(err.flags),
+                    "toolkit_entire_cos": _nan(err.values.get("entire_cos")),
+                    "toolkit_single_cos": _nan(err.values.get("single_cos")),
+                }
+            )
+    return out
+
+
+def constant_tensors(model) -> set[str]:
+    """Tensors of ``model`` the toolkit folds to constants: outputs of Constant nodes, Shape
+    of a tensor whose shape is known, and outputs of nodes fed by constants and initializers
+    only (e.g. the Shape -> Gather -> Concat chains that feed a Reshape)."""
+    shapes = {t.name: t.shape for t in model.tensors}
+    known = {i.name for i in model.proto.graph.initializer}
+    for node in model.proto.graph.node:  # topological order
+        inputs = [i for i in node.input if i]
+        if (
+            node.op_type == "Constant"
+            or (node.op_type in ("Shape", "Size") and shapes.get(inputs[0]) is not None)
+            or (inputs and all(i in known for i in inputs))
+        ):
+            known.update(o for o in node.output if o)
+    return known - {i.name for i in model.proto.graph.initializer}
 
 
 #: Cosine between the toolkit's golden dump, laid out by a candidate mapping, and
@@ -387,6 +448,7 @@ def compute_divergence(
     reference = FloatRunner(model, config.preprocess)
     runner_cls = MarkAllRunner if mode == "mark-all" else SimulatorRunner
     rows: list[dict] = []
+    constants = constant_tensors(model)
     with runner_cls(model, config, calibration, workdir=workdir) as quantized:
         bar = tqdm(samples.rows, desc=f"per-layer divergence ({mode})", disable=not progress)
         for i, row in enumerate(bar):
@@ -397,7 +459,14 @@ def compute_divergence(
             else:
                 tensors, errors, golden = quantized.run(row), None, None
             rows += layer_rows(
-                model.tensors, floats, tensors, errors, sample=i, backend="simulator", golden=golden
+                model.tensors,
+                floats,
+                tensors,
+                errors,
+                sample=i,
+                backend="simulator",
+                golden=golden,
+                constants=constants,
             )
             if on_sample:
                 on_sample(i + 1, len(samples))

@@ -67,7 +67,8 @@ def write_report(
 ({html.escape(str(meta.get("mode", "snapshot")))} mode),
 {len(meta.get("samples", []))} sample(s), created {html.escape(str(meta.get("created")))}.
 Layers compared: {counts.get("compared", 0)}; fused into a neighbour (no RKNN tensor):
-{counts.get("fused", 0)}.</p>
+{counts.get("fused", 0)}; constants folded away: {counts.get("constant", 0)}; compiled layers with no
+ONNX tensor: {counts.get("unmapped", 0)}; unaligned (layout unknown): {counts.get("unaligned", 0)}.</p>
 <h2>Worst layers (lowest mean SQNR)</h2><p>{origin_text} ("origin": the layer makes
 the error itself; "inherited": its inputs were already bad.)</p>{worst_table}
 <h2>Along the graph</h2>{plots}{fix_section}
