@@ -74,23 +74,44 @@ class Divergence:
         single_cos: float = 0.99,
         backend: str = "simulator",
     ) -> pd.DataFrame:
-        """Label each compared layer: where error is made vs where it is only inherited.
+        """Label each compared layer: where error is made vs where it is only inherited, and
+        how much of the error each layer makes.
 
+        Verdicts:
         - "origin": the layer's own error is bad: the toolkit's single-layer cosine is
           below ``single_cos`` (snapshot mode), or its SQNR is below ``threshold_db`` while
           the worst compared layer feeding it was above (it crosses the line here), or
           more than ``drop_db`` above it;
         - "inherited": below ``threshold_db`` only because its inputs already were;
         - "ok".
+
+        Columns, most useful first: ``layer``, ``op_type``, ``verdict``, ``share``,
+        ``sqnr_db_mean``, ``local_drop_db``, ``local_sqnr_db``, ``upstream_sqnr_db``,
+        ``cosine_mean``, then the rest of :meth:`summary` (``single_cos_mean`` last: it is
+        empty in mark-all mode). One row per compared layer, in topological order.
+
+        - ``upstream_sqnr_db``: SQNR entering the layer (the worst compared layer feeding it;
+          :data:`MAX_SQNR_DB` for the first layers).
+        - ``local_drop_db``: ``upstream_sqnr_db - sqnr_db_mean`` (negative when error shrinks).
+        - local noise: the error the layer adds, as noise power over signal power (nmse).
+          From the toolkit's single-layer cosine where there is one (``1/cos^2 - 1``, the nmse
+          of a tensor plus independent noise at that cosine), else from the drop: the
+          layer's nmse minus the nmse entering it (``10^(-sqnr/10)``), at least 0.
+          ``local_sqnr_db`` is the same as a SQNR (``-10 log10``, capped at MAX_SQNR_DB).
+        - ``share``: the layer's local noise over the sum of local noise of every compared
+          layer: its part of the error at the output, assuming relative noise reaches the
+          output at the same level it was made (adding up, as independent noise does). A
+          ranking, not an exact budget; 0 when no layer adds any error.
         """
         summary = self.summary(backend)
         parents = self.meta.get("parents", {})
         sqnr = dict(zip(summary.layer, summary.sqnr_db_mean))
-        upstream, verdicts = [], []
+        upstream, verdicts, local = [], [], []
         for r in summary.itertuples():
             ups = [sqnr[p] for p in parents.get(r.layer, []) if p in sqnr]
             entering = min(ups) if ups else MAX_SQNR_DB
             upstream.append(entering)
+            local.append(_local_noise(r.sqnr_db_mean, entering, r.single_cos_mean))
             single_bad = not pd.isna(r.single_cos_mean) and r.single_cos_mean < single_cos
             below = r.sqnr_db_mean < threshold_db
             if single_bad or (below and (entering >= threshold_db or entering - r.sqnr_db_mean > drop_db)):
@@ -99,9 +120,23 @@ class Divergence:
                 verdicts.append("inherited")
             else:
                 verdicts.append("ok")
+        noise = np.array(local, dtype=float)
         summary["upstream_sqnr_db"] = upstream
         summary["verdict"] = verdicts
-        return summary
+        summary["local_drop_db"] = summary.upstream_sqnr_db - summary.sqnr_db_mean
+        with np.errstate(divide="ignore"):
+            summary["local_sqnr_db"] = np.minimum(-10 * np.log10(noise), MAX_SQNR_DB)
+        summary["share"] = noise / noise.sum() if noise.sum() > 0 else 0.0
+        first = ["layer", "op_type", "verdict", "share", "sqnr_db_mean", "local_drop_db", "local_sqnr_db"]
+        first += ["upstream_sqnr_db", "cosine_mean"]
+        rest = [c for c in summary.columns if c not in first and c != "single_cos_mean"]
+        return summary[[*first, *rest, "single_cos_mean"]]
+
+    def origins(self, n: int = 3, **kwargs) -> pd.DataFrame:
+        """The ``n`` origin layers of :meth:`first_divergence` (same arguments) that make the
+        most error, largest ``share`` first: where to look before the other origins."""
+        table = self.first_divergence(**kwargs)
+        return table[table.verdict == "origin"].sort_values("share", ascending=False).head(n)
 
     def compare(self, other: Divergence, backend: str = "simulator") -> pd.DataFrame:
         """Per-layer mean SQNR and cosine of this run (``_a``) and ``other`` (``_b``), and the
@@ -389,6 +424,14 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     if na == 0 or nb == 0:
         return 1.0 if na == nb else 0.0
     return float(np.dot(a, b) / (na * nb))
+
+
+def _local_noise(sqnr_db: float, entering_db: float, single_cos: float) -> float:
+    """The error one layer adds, as nmse (see Divergence.first_divergence)."""
+    if not pd.isna(single_cos):
+        cos = min(max(float(single_cos), 1e-6), 1.0)
+        return 1.0 / (cos * cos) - 1.0
+    return max(10 ** (-sqnr_db / 10) - 10 ** (-entering_db / 10), 0.0)
 
 
 def _nan(value) -> float:

@@ -49,10 +49,10 @@ def write_report(
     worst_table = verdicts.nsmallest(worst, "sqnr_db_mean")[
         ["layer", "op_type", "rknn_layer", "sqnr_db_mean", "sqnr_db_worst", "cosine_mean", "verdict"]
     ].to_html(index=False, float_format=lambda v: f"{v:.4f}")
-    origins = verdicts[verdicts.verdict == "origin"]
+    origins = result.origins(3)
     origin_text = (
-        "Error first appears at: "
-        + ", ".join(html.escape(f"{r.layer} ({r.op_type})") for r in origins.itertuples())
+        f"Error is made mostly at ({(verdicts.verdict == 'origin').sum()} origins; top 3, share of error): "
+        + ", ".join(html.escape(f"{r.layer} ({r.op_type}, {r.share:.0%})") for r in origins.itertuples())
         if len(origins)
         else "No layer falls below 20 dB: no divergence origin."
     )
