@@ -232,9 +232,11 @@ def layer_rows(
         reference: float tensors by ONNX name.
         quantized: the backend's tensors by its own layer names.
         toolkit_rows: the toolkit's ErrorRow per layer name, when it gave them.
-        golden: the toolkit's own float tensors by its layer names (snapshot mode); where a
-            layer's layout differs from ONNX, the one that makes golden equal the float
-            tensor is used, and a layer with none is "unaligned", never compared.
+        golden: the toolkit's own float tensors by its layer names (snapshot mode): the
+            layout (squeeze/unsqueeze + axis order) under which a layer's golden dump equals
+            the float tensor is the one its quantized tensor is read in; a layer for which
+            none does is "unaligned", never compared. Without it, only a layout the shapes
+            alone make unique is used (see ``_layout``).
     """
     toolkit_rows = toolkit_rows or {}
     # Layers the toolkit lists without numbers were fused into a neighbour: their dumps
@@ -254,8 +256,8 @@ def layer_rows(
             "rknn_op": None,
             "sample": sample,
             "backend": backend,
-            # no quantized counterpart: a graph input that was fed, not computed, or a
-            # tensor fused inside an RKNN layer
+            # no quantized counterpart: a graph input that was fed, not computed, a constant
+            # the toolkit folded away, or a tensor fused inside an RKNN layer
             "status": _unmatched_status(t, constants or set()),
             **dict.fromkeys(METRICS, np.nan),
             "flag": "",
@@ -269,7 +271,7 @@ def layer_rows(
                 row["toolkit_entire_cos"] = _nan(err.values.get("entire_cos"))
                 row["toolkit_single_cos"] = _nan(err.values.get("single_cos"))
             ref = reference[t.name]
-            layout = _layout(quantized[layer].shape, ref, (golden or {}).get(layer), golden is not None)
+            layout = _layout(quantized[layer].shape, ref, (golden or {}).get(layer))
             if isinstance(layout, str):  # no mapping that can be trusted: no number either
                 rows.append({**row, "status": "unaligned", "flag": layout})
                 continue
@@ -353,22 +355,22 @@ _MAX_PERMUTED_RANK = 5
 Layout = tuple[int, ...]
 
 
-def _layout(shape: tuple[int, ...], ref: np.ndarray, golden: np.ndarray | None, has_golden: bool):
+def _layout(shape: tuple[int, ...], ref: np.ndarray, golden: np.ndarray | None):
     """The mapping from the toolkit's ``shape`` to the ONNX layout of ``ref``, or the reason
     (a str) why none can be trusted.
 
     With the toolkit's golden dump of the layer, the first candidate under which it matches
     ``ref`` (cosine >= GOLDEN_COSINE) wins, trying the plain order first. Without one (mark-all,
-    whose outputs are already in ONNX layout, or a board run), a mapping is used only when it
+    whose outputs are already in ONNX layout, a board run), a mapping is used only when it
     is the single squeeze/unsqueeze + permutation that gives the ONNX shape (or, for square
     maps, the toolkit's NHWC); any other case is left unaligned.
     """
     if int(np.prod(shape)) != ref.size:
         return f"size {shape} vs ONNX {ref.shape}"
     exact, merged = _candidates(shape, ref.shape)
-    if has_golden:
-        if golden is None or golden.size != ref.size:
-            return f"shape {shape} vs ONNX {ref.shape}: no golden dump of this layer to choose the layout"
+    if golden is not None:
+        if golden.size != ref.size:
+            return f"golden dump size {golden.shape} vs ONNX {ref.shape}"
         best = -1.0
         for layout in (*exact, *merged):
             cos = _cosine(_apply(golden.reshape(shape), layout, ref.shape)[0], ref)
