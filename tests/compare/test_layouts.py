@@ -82,3 +82,17 @@ def test_without_golden_a_unique_mapping_is_used_and_a_merge_is_not():
     assert _rows((1, 32, 24), value, dumped)["cosine"] > 0.999
     merged = _rows((1, 64, 24), RNG.normal(size=(1, 64, 24)), RNG.normal(size=(1, 24, 8, 8)))
     assert merged["status"] == "unaligned"
+
+
+def test_markall_outputs_only_get_size1_axes_restored():
+    """Mark-all outputs come back in ONNX layout (measured); a reshape that would reorder
+    elements is never applied blindly: such an output keeps its shape for layer_rows."""
+    from workbench.model import OnnxModel
+    from workbench.runners.markall import match_outputs
+    from workbench.synthetic import transformer_neck
+
+    model = OnnxModel.from_proto(transformer_neck())
+    arrays = [np.zeros((1, 8, 32)), np.zeros((1, 24, 1, 32)), np.zeros((1, 24, 1, 32))]
+    out = match_outputs(["y", "stem_out", "res_out"], arrays, "", model)
+    assert out["y"].shape == (1, 8, 1, 32)  # only a size-1 axis differs
+    assert out["stem_out"].shape == (1, 24, 1, 32) and out["res_out"].shape == (1, 24, 1, 32)
