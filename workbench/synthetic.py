@@ -150,6 +150,44 @@ def two_inputs() -> onnx.ModelProto:
     return model
 
 
+def transformer_neck() -> onnx.ModelProto:
+    """A text-recognizer-style neck between two convs, 4-D to 3-D and back (opset 17): Conv
+    3->24 that pools the height away (1,24,1,32), Reshape to (1,24,32), Transpose to tokens
+    (1,32,24), MatMul 24->24 plus a residual Add, LayerNormalization, Transpose and Reshape
+    back to (1,24,1,32), Conv 24->8 (1x1). The toolkit dumps the 3-D tensors of such necks in
+    another rank and axis order than ONNX (measured: (1,24,32) comes out as (1,32,1,24))."""
+    rng = np.random.default_rng(6)
+    c1, i1 = _conv("stem", "x", "stem_out", 3, 24, rng)
+    c1.attribute.append(helper.make_attribute("strides", [32, 1]))
+    head, ih = _conv("head", "map_out", "y", 24, 8, rng, k=1)
+    consts = [
+        numpy_helper.from_array(np.array([1, 24, 32], np.int64), "to_seq"),
+        numpy_helper.from_array(np.array([1, 24, 1, 32], np.int64), "to_map"),
+        numpy_helper.from_array(rng.normal(0, 0.2, (24, 24)).astype(np.float32), "proj.w"),
+        numpy_helper.from_array((1 + rng.normal(0, 0.1, 24)).astype(np.float32), "norm.scale"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 24).astype(np.float32), "norm.bias"),
+    ]
+    nodes = [
+        c1,
+        helper.make_node("Reshape", ["stem_out", "to_seq"], ["seq_out"], name="to_seq"),
+        helper.make_node("Transpose", ["seq_out"], ["tokens"], name="to_tokens", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["tokens", "proj.w"], ["proj_out"], name="proj"),
+        helper.make_node("Add", ["tokens", "proj_out"], ["res_out"], name="residual"),
+        helper.make_node(
+            "LayerNormalization",
+            ["res_out", "norm.scale", "norm.bias"],
+            ["norm_out"],
+            name="norm",
+            axis=-1,
+            epsilon=1e-5,  # the toolkit's LayerNorm fusion reads it and fails when it is left default
+        ),
+        helper.make_node("Transpose", ["norm_out"], ["chan_out"], name="to_channels", perm=[0, 2, 1]),
+        helper.make_node("Reshape", ["chan_out", "to_map"], ["map_out"], name="to_map"),
+        head,
+    ]
+    return _model(nodes, [1, 8, 1, 32], i1 + ih + consts, "transformer_neck", opset=17)
+
+
 #: Every synthetic model by name.
 SYNTHETIC: dict[str, Callable[[], onnx.ModelProto]] = {
     "conv-relu-sigmoid": conv_relu_sigmoid,
@@ -158,4 +196,5 @@ SYNTHETIC: dict[str, Callable[[], onnx.ModelProto]] = {
     "cpu-fallback": cpu_fallback,
     "toolkit-rejects": toolkit_rejects,
     "two-inputs": two_inputs,
+    "transformer-neck": transformer_neck,
 }

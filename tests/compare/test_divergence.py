@@ -27,6 +27,9 @@ def test_table_covers_every_tensor_in_topological_order(tiny_run):
     table = tiny_run.table
     assert list(table.columns) == list(COLUMNS)
     first = table[table["sample"] == 0]
+    unmapped = first[first.status == "unmapped"]  # the toolkit's own layers, e.g. x_int8
+    assert set(unmapped.rknn_layer) == set(unmapped.layer) and unmapped.toolkit_entire_cos.notna().all()
+    first = first[first.status != "unmapped"]
     assert list(first.layer) == ["x", "conv1_out", "relu1_out", "conv2_out", "y"]
     assert set(table["sample"]) == {0, 1} and set(table.backend) == {"simulator"}
     # Conv+Relu fuse into one NPU layer: the Conv output has no RKNN tensor and says so.

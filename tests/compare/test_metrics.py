@@ -39,9 +39,41 @@ def test_nan_in_quantized_is_a_finding():
 
 @pytest.mark.parametrize("ref, flag", [(np.zeros(10), "zero"), (np.full(10, 3.0), "constant")])
 def test_constant_reference_flagged_not_nan(ref, flag):
-    m = tensor_metrics(ref, ref.copy())
+    test = ref + np.linspace(-0.5, 0.5, 10)  # the quantized side is not constant
+    m = tensor_metrics(ref, test)
     assert m["flag"] == flag
     assert not any(math.isnan(m[k]) for k in ("cosine", "sqnr_db", "nmse", "max_abs", "rel_p99"))
+
+
+@pytest.mark.parametrize(
+    "ref, test",
+    [
+        (np.zeros(10), np.zeros(10)),
+        (np.full(10, 1e-9), np.zeros(10)),  # float noise vs exact zero: 0 dB by the plain ratio
+        (np.full(10, 3.0), np.full(10, 3.0)),
+        (np.zeros(10), np.full(10, 1 / 255)),  # one int8 step of a [0, 1] output
+        (np.r_[np.zeros(9), 1e-7], np.zeros(10)),
+    ],
+)
+def test_both_empty_agree(ref, test):
+    m = tensor_metrics(ref, test)
+    assert m["flag"] == "both-empty"
+    assert (m["cosine"], m["sqnr_db"], m["nmse"]) == (1.0, MAX_SQNR_DB, 0.0)
+    assert m["max_abs"] == pytest.approx(np.abs(ref - test).max())
+
+
+@pytest.mark.parametrize(
+    "ref, test, cosine, sqnr",
+    [
+        (np.zeros(10), np.full(10, 0.5), 0.0, -MAX_SQNR_DB),  # empty vs a shifted constant
+        (np.zeros(4), np.array([0.0, 1.0, 0.0, 1.0]), 0.0, -MAX_SQNR_DB),  # empty vs not
+        (np.array([1.0, 2.0, 1.0, 2.0]), np.zeros(4), 0.0, 0.0),  # not vs empty: 0 dB is real here
+    ],
+)
+def test_one_empty_side_keeps_real_numbers(ref, test, cosine, sqnr):
+    m = tensor_metrics(ref, test)
+    assert m["flag"] != "both-empty"
+    assert (m["cosine"], m["sqnr_db"]) == (cosine, pytest.approx(sqnr))
 
 
 def test_size_mismatch_flagged():

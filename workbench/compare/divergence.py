@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.compare.align import align
+from workbench.compare.align import align, base_name
 from workbench.compare.metrics import MAX_SQNR_DB, METRICS, tensor_metrics
 from workbench.errors import WorkbenchError
 
@@ -74,23 +74,44 @@ class Divergence:
         single_cos: float = 0.99,
         backend: str = "simulator",
     ) -> pd.DataFrame:
-        """Label each compared layer: where error is made vs where it is only inherited.
+        """Label each compared layer: where error is made vs where it is only inherited, and
+        how much of the error each layer makes.
 
+        Verdicts:
         - "origin": the layer's own error is bad: the toolkit's single-layer cosine is
           below ``single_cos`` (snapshot mode), or its SQNR is below ``threshold_db`` while
           the worst compared layer feeding it was above (it crosses the line here), or
           more than ``drop_db`` above it;
         - "inherited": below ``threshold_db`` only because its inputs already were;
         - "ok".
+
+        Columns, most useful first: ``layer``, ``op_type``, ``verdict``, ``share``,
+        ``sqnr_db_mean``, ``local_drop_db``, ``local_sqnr_db``, ``upstream_sqnr_db``,
+        ``cosine_mean``, then the rest of :meth:`summary` (``single_cos_mean`` last: it is
+        empty in mark-all mode). One row per compared layer, in topological order.
+
+        - ``upstream_sqnr_db``: SQNR entering the layer (the worst compared layer feeding it;
+          :data:`MAX_SQNR_DB` for the first layers).
+        - ``local_drop_db``: ``upstream_sqnr_db - sqnr_db_mean`` (negative when error shrinks).
+        - local noise: the error the layer adds, as noise power over signal power (nmse).
+          From the toolkit's single-layer cosine where there is one (``1/cos^2 - 1``, the nmse
+          of a tensor plus independent noise at that cosine), else from the drop: the
+          layer's nmse minus the nmse entering it (``10^(-sqnr/10)``), at least 0.
+          ``local_sqnr_db`` is the same as a SQNR (``-10 log10``, capped at MAX_SQNR_DB).
+        - ``share``: the layer's local noise over the sum of local noise of every compared
+          layer: its part of the error at the output, assuming relative noise reaches the
+          output at the same level it was made (adding up, as independent noise does). A
+          ranking, not an exact budget; 0 when no layer adds any error.
         """
         summary = self.summary(backend)
         parents = self.meta.get("parents", {})
         sqnr = dict(zip(summary.layer, summary.sqnr_db_mean))
-        upstream, verdicts = [], []
+        upstream, verdicts, local = [], [], []
         for r in summary.itertuples():
             ups = [sqnr[p] for p in parents.get(r.layer, []) if p in sqnr]
             entering = min(ups) if ups else MAX_SQNR_DB
             upstream.append(entering)
+            local.append(_local_noise(r.sqnr_db_mean, entering, r.single_cos_mean))
             single_bad = not pd.isna(r.single_cos_mean) and r.single_cos_mean < single_cos
             below = r.sqnr_db_mean < threshold_db
             if single_bad or (below and (entering >= threshold_db or entering - r.sqnr_db_mean > drop_db)):
@@ -99,9 +120,23 @@ class Divergence:
                 verdicts.append("inherited")
             else:
                 verdicts.append("ok")
+        noise = np.array(local, dtype=float)
         summary["upstream_sqnr_db"] = upstream
         summary["verdict"] = verdicts
-        return summary
+        summary["local_drop_db"] = summary.upstream_sqnr_db - summary.sqnr_db_mean
+        with np.errstate(divide="ignore"):
+            summary["local_sqnr_db"] = np.minimum(-10 * np.log10(noise), MAX_SQNR_DB)
+        summary["share"] = noise / noise.sum() if noise.sum() > 0 else 0.0
+        first = ["layer", "op_type", "verdict", "share", "sqnr_db_mean", "local_drop_db", "local_sqnr_db"]
+        first += ["upstream_sqnr_db", "cosine_mean"]
+        rest = [c for c in summary.columns if c not in first and c != "single_cos_mean"]
+        return summary[[*first, *rest, "single_cos_mean"]]
+
+    def origins(self, n: int = 3, **kwargs) -> pd.DataFrame:
+        """The ``n`` origin layers of :meth:`first_divergence` (same arguments) that make the
+        most error, largest ``share`` first: where to look before the other origins."""
+        table = self.first_divergence(**kwargs)
+        return table[table.verdict == "origin"].sort_values("share", ascending=False).head(n)
 
     def compare(self, other: Divergence, backend: str = "simulator") -> pd.DataFrame:
         """Per-layer mean SQNR and cosine of this run (``_a``) and ``other`` (``_b``), and the
@@ -187,6 +222,8 @@ def layer_rows(
     *,
     sample: int,
     backend: str,
+    golden: dict[str, np.ndarray] | None = None,
+    constants: set[str] | None = None,
 ) -> list[dict]:
     """Rows of the Divergence table for one sample of one backend.
 
@@ -195,6 +232,11 @@ def layer_rows(
         reference: float tensors by ONNX name.
         quantized: the backend's tensors by its own layer names.
         toolkit_rows: the toolkit's ErrorRow per layer name, when it gave them.
+        golden: the toolkit's own float tensors by its layer names (snapshot mode): the
+            layout (squeeze/unsqueeze + axis order) under which a layer's golden dump equals
+            the float tensor is the one its quantized tensor is read in; a layer for which
+            none does is "unaligned", never compared. Without it, only a layout the shapes
+            alone make unique is used (see ``_layout``).
     """
     toolkit_rows = toolkit_rows or {}
     # Layers the toolkit lists without numbers were fused into a neighbour: their dumps
@@ -214,53 +256,184 @@ def layer_rows(
             "rknn_op": None,
             "sample": sample,
             "backend": backend,
-            # no quantized counterpart: a graph input that was fed, not computed, or a
-            # tensor fused inside an RKNN layer
-            "status": "fused" if t.producer else "input",
+            # no quantized counterpart: a graph input that was fed, not computed, a constant
+            # the toolkit folded away, or a tensor fused inside an RKNN layer
+            "status": _unmatched_status(t, constants or set()),
             **dict.fromkeys(METRICS, np.nan),
             "flag": "",
             "toolkit_entire_cos": np.nan,
             "toolkit_single_cos": np.nan,
         }
         if layer is not None:
-            ref = reference[t.name]
-            test, layout = _like(quantized[layer], ref.shape)
-            if layout == "unaligned":  # same size, axis order unknown: no honest comparison
-                rows.append({**row, "status": "unaligned", "flag": f"shape {test.shape} vs {ref.shape}"})
-                continue
-            row.update(tensor_metrics(ref, test))
-            row["flag"] = ",".join(f for f in (row["flag"], layout) if f)
-            row["status"] = "compared"
             err = toolkit_rows.get(layer)
             if err is not None:
                 row["rknn_op"] = err.op_type
                 row["toolkit_entire_cos"] = _nan(err.values.get("entire_cos"))
                 row["toolkit_single_cos"] = _nan(err.values.get("single_cos"))
+            ref = reference[t.name]
+            layout = _layout(quantized[layer].shape, ref, (golden or {}).get(layer))
+            if isinstance(layout, str):  # no mapping that can be trusted: no number either
+                rows.append({**row, "status": "unaligned", "flag": layout})
+                continue
+            test, how = _apply(quantized[layer], layout, ref.shape)
+            row.update(tensor_metrics(ref, test))
+            row["flag"] = ",".join(f for f in (row["flag"], how) if f)
+            row["status"] = "compared"
         rows.append(row)
-    return rows
+    extra = _unmapped_rows(toolkit_rows, rows, sample=sample, backend=backend)
+    return sorted(rows + extra, key=lambda r: r["index"]) if extra else rows
 
 
-def _like(tensor: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
-    """The backend tensor in the ONNX layout, and a flag saying what was done.
+def _unmatched_status(t, constants: set[str]) -> str:
+    if t.producer is None:
+        return "input"
+    return "constant" if t.op_type == "Constant" or t.name in constants else "fused"
 
-    The toolkit dumps some tensors in its own axis order (e.g. (4,16,1,2100) for an ONNX
-    (1,16,4,2100)); when exactly one axis permutation gives the ONNX shape, it is used (for
-    ambiguous square maps, NHWC -> NCHW); otherwise the layer is "unaligned", not compared.
+
+def _unmapped_rows(toolkit_rows: dict, rows: list[dict], *, sample: int, backend: str) -> list[dict]:
+    """Rows for the toolkit's layers that no ONNX row stands for, placed after their nearest
+    mapped predecessor in the toolkit's (execution) order."""
+    at = {r["rknn_layer"]: r["index"] for r in rows if r["rknn_layer"] is not None}
+    fused = {r["layer"] for r in rows if r["status"] == "fused"}
+    groups: dict[float | None, list] = {}
+    previous = None
+    for name, err in toolkit_rows.items():
+        if name in at:
+            previous = at[name]
+        elif err.has_dump or base_name(name, fused) is None:  # no-dump layers of fused tensors are listed
+            groups.setdefault(previous, []).append(err)
+    out = []
+    last = max((r["index"] for r in rows), default=-1)
+    for previous, errs in groups.items():
+        for k, err in enumerate(errs, 1):
+            index = last + k if previous is None else previous + k / (len(errs) + 1)
+            out.append(
+                {
+                    "index": index,
+                    "layer": err.name,
+                    "op_type": err.op_type,
+                    "rknn_layer": err.name,
+                    "rknn_op": err.op_type,
+                    "sample": sample,
+                    "backend": backend,
+                    "status": "unmapped",
+                    **dict.fromkeys(METRICS, np.nan),
+                    "flag": ",".join(err.flags),
+                    "toolkit_entire_cos": _nan(err.values.get("entire_cos")),
+                    "toolkit_single_cos": _nan(err.values.get("single_cos")),
+                }
+            )
+    return out
+
+
+def constant_tensors(model) -> set[str]:
+    """Tensors of ``model`` the toolkit folds to constants: outputs of Constant nodes, Shape
+    of a tensor whose shape is known, and outputs of nodes fed by constants and initializers
+    only (e.g. the Shape -> Gather -> Concat chains that feed a Reshape)."""
+    shapes = {t.name: t.shape for t in model.tensors}
+    known = {i.name for i in model.proto.graph.initializer}
+    for node in model.proto.graph.node:  # topological order
+        inputs = [i for i in node.input if i]
+        if (
+            node.op_type == "Constant"
+            or (node.op_type in ("Shape", "Size") and shapes.get(inputs[0]) is not None)
+            or (inputs and all(i in known for i in inputs))
+        ):
+            known.update(o for o in node.output if o)
+    return known - {i.name for i in model.proto.graph.initializer}
+
+
+#: Cosine between the toolkit's golden dump, laid out by a candidate mapping, and
+#: onnxruntime's tensor for the mapping to be trusted (measured: 1.0 under the right one,
+#: ~0 under a wrong one).
+GOLDEN_COSINE = 0.9999
+#: Permutations are tried up to this rank (after squeezing size-1 axes): 5! = 120 at most.
+_MAX_PERMUTED_RANK = 5
+
+#: A layout mapping: the permutation of the toolkit tensor's non-1 axes, then a reshape to
+#: the ONNX shape (which squeezes/unsqueezes size-1 axes, or merges/splits axes).
+Layout = tuple[int, ...]
+
+
+def _layout(shape: tuple[int, ...], ref: np.ndarray, golden: np.ndarray | None):
+    """The mapping from the toolkit's ``shape`` to the ONNX layout of ``ref``, or the reason
+    (a str) why none can be trusted.
+
+    With the toolkit's golden dump of the layer, the first candidate under which it matches
+    ``ref`` (cosine >= GOLDEN_COSINE) wins, trying the plain order first. Without one (mark-all,
+    whose outputs are already in ONNX layout, a board run), a mapping is used only when it
+    is the single squeeze/unsqueeze + permutation that gives the ONNX shape (or, for square
+    maps, the toolkit's NHWC); any other case is left unaligned.
     """
-    if tensor.shape == shape:
+    if int(np.prod(shape)) != ref.size:
+        return f"size {shape} vs ONNX {ref.shape}"
+    exact, merged = _candidates(shape, ref.shape)
+    if golden is not None:
+        if golden.size != ref.size:
+            return f"golden dump size {golden.shape} vs ONNX {ref.shape}"
+        best = -1.0
+        for layout in (*exact, *merged):
+            cos = _cosine(_apply(golden.reshape(shape), layout, ref.shape)[0], ref)
+            if cos >= GOLDEN_COSINE:
+                return layout
+            best = max(best, cos)
+        return (
+            f"shape {shape} vs ONNX {ref.shape}: no squeeze/transpose makes the toolkit's golden dump "
+            f"equal the float tensor (best cosine {best:.4f})"
+        )
+    if len(exact) == 1 or tuple(shape) == tuple(ref.shape):
+        return exact[0]
+    nhwc = _nhwc(shape)  # square maps: the toolkit's other 4-D layout, NHWC
+    if nhwc in exact and len(shape) == len(ref.shape):
+        return nhwc
+    return f"shape {shape} vs ONNX {ref.shape}: axis order unknown and no golden dump to decide it"
+
+
+def _candidates(shape, target) -> tuple[list[Layout], list[Layout]]:
+    """Permutations of the non-1 axes of ``shape``, identity first: those that give
+    ``target``'s non-1 axes exactly, then those that need a merge/split reshape."""
+    dims = [d for d in shape if d != 1]
+    want = [d for d in target if d != 1]
+    identity = tuple(range(len(dims)))
+    if len(dims) > _MAX_PERMUTED_RANK:
+        perms = [identity]
+    else:
+        perms = list(itertools.permutations(identity))
+    exact = [p for p in perms if [dims[i] for i in p] == want]
+    return exact, [p for p in perms if p not in exact]
+
+
+def _nhwc(shape) -> Layout | None:
+    """The layout reading a 4-D NHWC tensor as NCHW, over the non-1 axes of ``shape``."""
+    if len(shape) != 4:
+        return None
+    kept = [i for i in range(4) if shape[i] != 1]
+    return tuple(kept.index(i) for i in (0, 3, 1, 2) if shape[i] != 1)
+
+
+def _apply(tensor: np.ndarray, layout: Layout, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
+    """``tensor`` in the ONNX ``shape`` under ``layout``, and a flag saying what was done."""
+    if tensor.shape == tuple(shape) and layout == tuple(range(len(layout))):
         return tensor, ""
-    if tensor.ndim == len(shape):
-        perms = [
-            p
-            for p in itertools.permutations(range(tensor.ndim))
-            if tuple(tensor.shape[i] for i in p) == shape
-        ]
-        if len(perms) == 1:
-            return tensor.transpose(perms[0]), "transposed"
-        if (0, 3, 1, 2) in perms:  # ambiguous (square maps): NHWC is the toolkit's other layout
-            return tensor.transpose(0, 3, 1, 2), "transposed"
-        return tensor, "unaligned"
-    return tensor.reshape(-1), "reshaped"  # flat text dumps and merged axes keep NCHW order
+    dims = [d for d in tensor.shape if d != 1]
+    out = tensor.reshape(dims).transpose(layout).reshape(shape)
+    return out, "transposed" if layout != tuple(range(len(layout))) else "reshaped"
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _local_noise(sqnr_db: float, entering_db: float, single_cos: float) -> float:
+    """The error one layer adds, as nmse (see Divergence.first_divergence)."""
+    if not pd.isna(single_cos):
+        cos = min(max(float(single_cos), 1e-6), 1.0)
+        return 1.0 / (cos * cos) - 1.0
+    return max(10 ** (-sqnr_db / 10) - 10 ** (-entering_db / 10), 0.0)
 
 
 def _nan(value) -> float:
@@ -320,16 +493,26 @@ def compute_divergence(
     reference = FloatRunner(model, config.preprocess)
     runner_cls = MarkAllRunner if mode == "mark-all" else SimulatorRunner
     rows: list[dict] = []
+    constants = constant_tensors(model)
     with runner_cls(model, config, calibration, workdir=workdir) as quantized:
         bar = tqdm(samples.rows, desc=f"per-layer divergence ({mode})", disable=not progress)
         for i, row in enumerate(bar):
             floats = reference.run(row)
             if mode == "snapshot":
                 snap = quantized.analyse(row)
-                tensors, errors = snap.simulator, {e.name: e for e in snap.errors}
+                tensors, errors, golden = snap.simulator, {e.name: e for e in snap.errors}, snap.golden
             else:
-                tensors, errors = quantized.run(row), None
-            rows += layer_rows(model.tensors, floats, tensors, errors, sample=i, backend="simulator")
+                tensors, errors, golden = quantized.run(row), None, None
+            rows += layer_rows(
+                model.tensors,
+                floats,
+                tensors,
+                errors,
+                sample=i,
+                backend="simulator",
+                golden=golden,
+                constants=constants,
+            )
             if on_sample:
                 on_sample(i + 1, len(samples))
     table = pd.DataFrame(rows, columns=list(COLUMNS))

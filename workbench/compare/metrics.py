@@ -13,6 +13,12 @@ import numpy as np
 #: SQNR reported for an exact match (instead of +inf, which plots and JSON cannot show).
 MAX_SQNR_DB = 100.0
 METRICS = ("cosine", "sqnr_db", "nmse", "max_abs", "rel_p99")
+#: A tensor is "empty" (all zero or constant) when its spread (max - min) is at most this
+#: fraction of max(1, max |value|): float noise around zero counts as zero.
+EMPTY_SPREAD = 1e-5
+#: Two empty tensors agree when their levels differ by at most this fraction of
+#: max(1, |reference level|): one int8 step of a [0, 1] range (1/255) agrees, 0 vs 0.5 does not.
+EMPTY_LEVEL = 1e-2
 
 
 def tensor_metrics(reference: np.ndarray, test: np.ndarray) -> dict[str, float | str]:
@@ -22,7 +28,11 @@ def tensor_metrics(reference: np.ndarray, test: np.ndarray) -> dict[str, float |
     - ``rel_p99``: 99th percentile of the absolute error over the reference's max |value|.
     - ``flag``: "nonfinite" when the test tensor holds NaN/Inf (a finding, metrics over the
       finite part), "constant" when the reference is constant (cosine and SQNR then say
-      little), "zero" when it is all zeros, "size-mismatch" when sizes differ.
+      little), "zero" when it is all zeros, "size-mismatch" when sizes differ, "both-empty"
+      when reference and test are both (near) all-zero or constant at the same level (see
+      :data:`EMPTY_SPREAD`, :data:`EMPTY_LEVEL`): they agree, so cosine is 1.0, SQNR is
+      :data:`MAX_SQNR_DB` and nmse 0 (on such tensors the ratios would only measure float
+      noise, e.g. 0 dB for 1e-9 against 0). One empty and the other not keeps its real numbers.
     """
     ref = np.asarray(reference, np.float64).ravel()
     tst = np.asarray(test, np.float64).ravel()
@@ -36,6 +46,19 @@ def tensor_metrics(reference: np.ndarray, test: np.ndarray) -> dict[str, float |
         if ref.size == 0:
             return {**dict.fromkeys(METRICS, math.nan), "flag": flag}
     err = ref - tst
+    abs_err = np.abs(err)
+    peak = float(np.max(np.abs(ref))) if ref.size else 0.0
+    rel_p99 = float(np.percentile(abs_err, 99)) / peak if peak > 0 else 0.0
+    max_abs = float(abs_err.max()) if abs_err.size else 0.0
+    if not flag and _both_empty(ref, tst):
+        return {
+            "cosine": 1.0,
+            "sqnr_db": MAX_SQNR_DB,
+            "nmse": 0.0,
+            "max_abs": max_abs,
+            "rel_p99": rel_p99,
+            "flag": "both-empty",
+        }
     power = float(np.mean(ref * ref))
     noise = float(np.mean(err * err))
     ref_norm, tst_norm = float(np.linalg.norm(ref)), float(np.linalg.norm(tst))
@@ -50,16 +73,25 @@ def tensor_metrics(reference: np.ndarray, test: np.ndarray) -> dict[str, float |
             flag = "zero"
         elif np.ptp(ref) == 0:
             flag = "constant"
-    peak = float(np.max(np.abs(ref))) if ref.size else 0.0
-    abs_err = np.abs(err)
     return {
         "cosine": cosine,
         "sqnr_db": _sqnr(power, noise),
         "nmse": noise / power if power > 0 else (0.0 if noise == 0 else math.inf),
-        "max_abs": float(abs_err.max()) if abs_err.size else 0.0,
-        "rel_p99": float(np.percentile(abs_err, 99)) / peak if peak > 0 else 0.0,
+        "max_abs": max_abs,
+        "rel_p99": rel_p99,
         "flag": flag,
     }
+
+
+def _empty(x: np.ndarray) -> bool:
+    return x.size == 0 or float(np.ptp(x)) <= EMPTY_SPREAD * max(1.0, float(np.max(np.abs(x))))
+
+
+def _both_empty(ref: np.ndarray, tst: np.ndarray) -> bool:
+    if not (_empty(ref) and _empty(tst)) or ref.size == 0:
+        return False
+    level = float(np.mean(ref))
+    return abs(level - float(np.mean(tst))) <= EMPTY_LEVEL * max(1.0, abs(level))
 
 
 def _sqnr(power: float, noise: float) -> float:

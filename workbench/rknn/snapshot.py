@@ -45,30 +45,73 @@ class ErrorRow:
 
 
 def parse_error_analysis(text: str) -> list[ErrorRow]:
-    """Rows of an error_analysis.txt, in the file's (execution) order."""
+    """Rows of an error_analysis.txt, in the file's (execution) order.
+
+    Values are read by position: cos, euc, cos, euc, ... as in :data:`ERROR_COLUMNS`. The
+    toolkit pads columns to a fixed width and prints every value with :data:`DECIMALS`
+    decimals; a value wider than its column runs into the next (``850.779910.99969`` is euc
+    850.77991 then cos 0.99969), so such a run is split by the decimal count. Tokens such as
+    ``q_nan``, ``rt_inf``, ``f_zero`` become NaN and are listed in ``flags``; a cosine outside
+    [-1, 1] (a misread) becomes NaN and is flagged ``"<column>:out-of-range"``; a line whose
+    values cannot be split is kept with every value NaN and the flag ``"unparsed"``.
+    """
     rows = []
     for line in text.splitlines():
         match = _ROW.match(line.strip())
         if not match:
             continue
-        tokens = [t for t in match["rest"].split() if t != "|"]
         row = ErrorRow(match["op"], match["name"])
+        tokens = _tokens(match["rest"])
+        if tokens is None:
+            row.values = dict.fromkeys(ERROR_COLUMNS, math.nan)
+            row.flags.append("unparsed")
+            rows.append(row)
+            continue
         for column, token in zip(ERROR_COLUMNS, tokens):
             row.values[column] = _number(token, row.flags)
+            if column.endswith("_cos") and abs(row.values[column]) > 1:
+                row.values[column] = math.nan
+                row.flags.append(f"{column}:out-of-range")
         for column in ERROR_COLUMNS[len(tokens) :]:
             row.values[column] = None
         rows.append(row)
     return rows
 
 
-def _number(token: str, flags: list[str]) -> float:
+#: Decimals the toolkit prints for every cos and euc value (2.5.0: ``1.00000 | 0.43301``).
+DECIMALS = 5
+_FIXED = re.compile(rf"-?\d+\.\d{{{DECIMALS}}}|[A-Za-z][A-Za-z_]*")
+_WORD = re.compile(r"[A-Za-z][A-Za-z_]*")
+
+
+def _tokens(rest: str) -> list[str] | None:
+    """The value tokens of a row (after its name); None when a run of characters cannot be
+    split into values."""
+    out = []
+    for chunk in rest.replace("|", " ").split():
+        if _is_float(chunk) or _WORD.fullmatch(chunk):
+            out.append(chunk)  # one value; older toolkits print fewer decimals, never run together
+            continue
+        pieces = _FIXED.findall(chunk)
+        if "".join(pieces) != chunk:
+            return None
+        out += pieces
+    return out
+
+
+def _is_float(token: str) -> bool:
     try:
-        value = float(token)
+        float(token)
     except ValueError:
-        flags.append(token)  # q_nan, rt_inf, ...: the toolkit's way to flag NaN/Inf
-        return math.nan
-    if not math.isfinite(value):
+        return False
+    return True
+
+
+def _number(token: str, flags: list[str]) -> float:
+    value = float(token) if _is_float(token) else math.nan
+    if not math.isfinite(value):  # q_nan, rt_inf, f_zero, inf: flagged, never a number
         flags.append(token)
+        return math.nan
     return value
 
 

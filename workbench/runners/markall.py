@@ -133,9 +133,17 @@ def match_outputs(names: list[str], arrays: list[np.ndarray], build_log: str, mo
             "the build log does not say which were dropped; use mode='snapshot' for this model."
         )
     shapes = {t.name: t.shape for t in model.tensors}
+    # Marked outputs come back in the ONNX layout (measured on 2.5.0: a (1,32,24) tensor that
+    # accuracy_analysis dumps as (1,24,1,32) is returned as (1,32,24)). Only size-1 axes are
+    # restored here; any other shape is kept for layer_rows to map or leave unaligned, since
+    # a reshape would silently reorder its elements.
     return {
         name: array.reshape(shapes[name])
-        if shapes.get(name) and array.size == int(np.prod(shapes[name]))
+        if shapes.get(name) and _non1(array.shape) == _non1(shapes[name])
         else array
         for name, array in zip(names, arrays)
     }
+
+
+def _non1(shape) -> list[int]:
+    return [d for d in shape if d != 1]

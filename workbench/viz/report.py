@@ -58,10 +58,10 @@ def write_report(
     worst_table = verdicts.nsmallest(worst, "sqnr_db_mean")[
         ["layer", "op_type", "rknn_layer", "sqnr_db_mean", "sqnr_db_worst", "cosine_mean", "verdict"]
     ].to_html(index=False, float_format=lambda v: f"{v:.4f}")
-    origins = verdicts[verdicts.verdict == "origin"]
+    origins = result.origins(3)
     origin_text = (
-        "Error first appears at: "
-        + ", ".join(html.escape(f"{r.layer} ({r.op_type})") for r in origins.itertuples())
+        f"Error is made mostly at ({(verdicts.verdict == 'origin').sum()} origins; top 3, share of error): "
+        + ", ".join(html.escape(f"{r.layer} ({r.op_type}, {r.share:.0%})") for r in origins.itertuples())
         if len(origins)
         else "No layer falls below 20 dB: no divergence origin."
     )
@@ -78,7 +78,8 @@ def write_report(
 ({html.escape(str(meta.get("mode", "snapshot")))} mode),
 {len(meta.get("samples", []))} sample(s), created {html.escape(str(meta.get("created")))}.
 Layers compared: {counts.get("compared", 0)}; fused into a neighbour (no RKNN tensor):
-{counts.get("fused", 0)}.</p>
+{counts.get("fused", 0)}; constants folded away: {counts.get("constant", 0)}; compiled layers with no
+ONNX tensor: {counts.get("unmapped", 0)}; unaligned (layout unknown): {counts.get("unaligned", 0)}.</p>
 <h2>Worst layers (lowest mean SQNR)</h2><p>{origin_text} ("origin": the layer makes
 the error itself; "inherited": its inputs were already bad.)</p>{worst_table}
 <h2>Along the graph</h2>{plots}{fix_section}

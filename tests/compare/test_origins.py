@@ -1,0 +1,68 @@
+"""first_divergence ranks origins by the error they make and gives each its share."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.compare.divergence import COLUMNS, Divergence
+
+CHAIN = [("l1", 40.0), ("l2", 15.0), ("l3", 14.0), ("l4", 10.0), ("l5", 9.9)]
+
+
+def _chain(single: dict[str, float] | None = None) -> Divergence:
+    """A chain l1 -> ... -> l5 with the given SQNRs (dB) on one sample."""
+    single = single or {}
+    rows = [
+        {
+            **dict.fromkeys(COLUMNS, np.nan),
+            "index": i,
+            "layer": layer,
+            "op_type": "Conv",
+            "rknn_layer": layer,
+            "sample": 0,
+            "backend": "simulator",
+            "status": "compared",
+            "cosine": 0.99,
+            "sqnr_db": db,
+            "flag": "",
+            "toolkit_single_cos": single.get(layer, np.nan),
+        }
+        for i, (layer, db) in enumerate(CHAIN)
+    ]
+    parents = {layer: [CHAIN[i - 1][0]] if i else [] for i, (layer, _) in enumerate(CHAIN)}
+    return Divergence(pd.DataFrame(rows, columns=list(COLUMNS)), {"parents": parents})
+
+
+def test_shares_from_the_sqnr_drops():
+    table = _chain().first_divergence().set_index("layer")
+    assert list(table.verdict) == ["ok", "origin", "inherited", "origin", "inherited"]
+    nmse = {layer: 10 ** (-db / 10) for layer, db in CHAIN}  # l4: 0.1 - 0.0398 = 0.0602 added
+    added = {"l1": nmse["l1"] - 1e-10, "l2": nmse["l2"] - nmse["l1"], "l4": nmse["l4"] - nmse["l3"]}
+    # along a chain the added noise sums to the output's: the shares are exact there
+    assert table.share.sum() == pytest.approx(1.0)
+    assert table.share["l4"] == pytest.approx(added["l4"] / (nmse["l5"] - 1e-10))
+    assert table.share["l2"] == pytest.approx(added["l2"] / (nmse["l5"] - 1e-10))
+    assert table.local_drop_db["l4"] == pytest.approx(4.0)
+    assert table.local_sqnr_db["l4"] == pytest.approx(-10 * np.log10(added["l4"]))
+
+
+def test_origins_are_ranked_by_share():
+    result = _chain()
+    top = result.origins(n=3)
+    assert list(top.layer) == ["l4", "l2"]  # l4 adds 0.060 of nmse, l2 0.032
+    assert list(result.origins(n=1).layer) == ["l4"]
+    assert list(top.columns[:5]) == ["layer", "op_type", "verdict", "share", "sqnr_db_mean"]
+
+
+def test_single_layer_cosine_is_the_local_error_where_present():
+    """The toolkit's single-layer cosine 0.9 at l2 (nmse 1/0.81 - 1 = 0.235) outranks l4."""
+    table = _chain({"l2": 0.9}).first_divergence().set_index("layer")
+    assert table.local_sqnr_db["l2"] == pytest.approx(-10 * np.log10(1 / 0.81 - 1))
+    assert table.share.idxmax() == "l2"
+
+
+def test_column_set_keeps_what_callers_use():
+    table = _chain().first_divergence()
+    used = {"layer", "op_type", "rknn_layer", "sqnr_db_mean", "sqnr_db_worst", "cosine_mean"}
+    assert used | {"verdict", "upstream_sqnr_db", "index", "single_cos_mean"} <= set(table.columns)
+    assert table.columns[-1] == "single_cos_mean"
