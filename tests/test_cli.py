@@ -5,18 +5,22 @@ from workbench.cli import main
 
 @pytest.mark.toolkit
 @pytest.mark.zoo
-def test_demo_writes_a_report_and_prints_worst_layers(tmp_path, capsys):
-    assert main(["demo", "--samples", "1", "--runs-dir", str(tmp_path)]) == 0
+def test_demo_leads_with_the_answers_and_writes_a_report(tmp_path, capsys):
+    assert main(["demo", "--samples", "1", "--no-board", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     runs = list(tmp_path.iterdir())
     assert len(runs) == 1
     report = runs[0] / "report.html"
     assert f"report: {report.resolve()}" in out
+    steps = [line for line in out.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
+    assert [s[:2] for s in steps] == ["1.", "2.", "3."]  # answers, where, next step
+    assert "classification on 56 samples; float 100 % correct" in out
     html = report.read_text()
     assert "Plotly.newPlot" in html and "<script src=" not in html  # self-contained
-    worst = out.split("mean over samples):")[1].strip().splitlines()
-    assert len(worst) == 1 + 5  # header + five layers
+    assert html.index("Answers: did quantization change them?") < html.index("Per-layer divergence")
+    assert (runs[0] / "answers.parquet").is_file()
     assert main(["report", str(runs[0]), "-o", str(tmp_path / "again.html")]) == 0
+    assert "Answers: did quantization change them?" in (tmp_path / "again.html").read_text()
 
 
 def test_zoo_list(capsys):

@@ -205,10 +205,19 @@ def _demo(args: argparse.Namespace) -> int:
         for r in flips.head(3).itertuples():
             print(f"   - {r.layer} ({r.op_type}): {r.sqnr_db_flipped:.1f} / {r.sqnr_db_kept:.1f} dB")
         next_step = _demo_next_step(model, config, calibration, data, adapter, answers, flips)
-        print(f"3. next step: {next_step}")
     else:
-        print("2. no answer changes: per-layer divergence on the first samples, for reference")
+        print(f"2. where: no answer changes; per-layer divergence on {args.samples} sample(s) for reference")
         result = compute_divergence(model, config, calibration, calibration.head(args.samples))
+        next_step = (
+            f"none needed for these {len(data)} samples: int8 keeps every answer. Judge it on your own "
+            f"data: rknn-workbench evaluate {name} --data DIR (a folder per class, CSV, COCO json, ...)."
+        )
+    origins = result.origins(3)
+    if len(origins):
+        print("   where the per-layer error is made (origins, share of the output's error):")
+        for r in origins.itertuples():
+            print(f"   - {r.layer} ({r.op_type}): {r.sqnr_db_mean:.1f} dB, {r.share:.0%} of the error")
+    print(f"3. next step: {next_step}")
     if not args.no_board:
         samples = calibration.head(args.samples)
         board = _demo_board_step(model, config, calibration, samples, args.board)
