@@ -82,7 +82,8 @@ class TaskResult:
             for col in self._metric_columns():
                 row[col] = pd.to_numeric(ok[col], errors="coerce").mean()
             rows.append(row)
-        return pd.DataFrame(rows)
+        columns = ["backend", "samples", "accuracy", "agreement", "flips", "errors"]
+        return pd.DataFrame(rows, columns=[*columns, *self._metric_columns()])
 
     def flips(self, backend: str = "simulator") -> pd.DataFrame:
         """Samples whose ``backend`` answer differs from float: float's and the backend's

@@ -56,7 +56,7 @@ def write_report(
     fix_section = _fix_section(result, variants, search)
     verdicts = result.first_divergence()
     worst_table = verdicts.nsmallest(worst, "sqnr_db_mean")[
-        ["layer", "op_type", "rknn_layer", "sqnr_db_mean", "sqnr_db_worst", "cosine_mean", "verdict"]
+        ["layer", "op_type", "verdict", "share", "sqnr_db_mean", "sqnr_db_worst", "cosine_mean"]
     ].to_html(index=False, float_format=lambda v: f"{v:.4f}")
     origins = result.origins(3)
     origin_text = (
@@ -113,7 +113,10 @@ def _answers_section(answers, flip_layers, next_step: str | None) -> str:
     ]
     metrics = answers.meta.get("dataset_metrics") or {}
     if metrics:
-        parts.append(f"<p>Dataset metrics: <code>{html.escape(json.dumps(metrics, default=str))}</code></p>")
+        import pandas as pd
+
+        table = pd.DataFrame(metrics).T.rename_axis("backend").reset_index()
+        parts += ["<p>Dataset metrics:</p>", table.to_html(index=False, float_format=lambda v: f"{v:.4f}")]
     for backend in answers.backends:
         flips = answers.flips(backend)
         if len(flips):

@@ -33,6 +33,7 @@ def answers_figure(result: TaskResult) -> go.Figure:
             x=quant.backend,
             y=100 * quant.agreement,
             name="same answer as float",
+            marker_color="#2ca02c",
             text=[f"{v:.0f} % ({int(f)} flips)" for v, f in zip(100 * quant.agreement, quant.flips)],
         )
     )
