@@ -150,14 +150,16 @@ def two_inputs() -> onnx.ModelProto:
     return model
 
 
-def mixed_range_head(classes: int = 4, box_scale: float = 60.0) -> onnx.ModelProto:
+def mixed_range_head(classes: int = 4, box_scale: float = 300.0) -> onnx.ModelProto:
     """A detector-style head whose one output mixes two ranges, like a YOLOv8 export.
 
-    Conv features (3->8, stride 4: an 8x8 grid of 64 candidates), then branch A: Conv 8->4,
-    Relu, Mul by ``box_scale`` ("boxes", about 0-300 on the bundled photographs), and branch B:
-    Conv 8->``classes``, Sigmoid ("scores", 0-1); Concat on the channel axis and Reshape to
-    (1, 4 + classes, 64). One int8 scale for that output steps about 1 per level, so the
-    scores collapse to 0 or one step (what :mod:`workbench.fix.split_outputs` detects and fixes).
+    Conv features (3->8, stride 4, Relu: an 8x8 grid of 64 candidates), then branch A:
+    Conv 8->4, Sigmoid, Mul by ``box_scale`` ("boxes" cx, cy, w, h in 0-300 pixels; the
+    Sigmoid keeps every box's size positive, so a detection adapter can match them), and
+    branch B: Conv 8->``classes``, Sigmoid ("scores", 0-1); Concat on the channel axis and
+    Reshape to (1, 4 + classes, 64). One int8 scale for that output steps about 1.2 per
+    level, so the scores collapse to 0 or one step (what :mod:`workbench.fix.split_outputs`
+    detects and fixes).
     """
     rng = np.random.default_rng(6)
     feat, i_feat = _conv("features", "x", "feat_conv", 3, 8, rng)
@@ -172,8 +174,8 @@ def mixed_range_head(classes: int = 4, box_scale: float = 60.0) -> onnx.ModelPro
         feat,
         helper.make_node("Relu", ["feat_conv"], ["feat"], name="features_relu"),
         box,
-        helper.make_node("Relu", ["box_raw"], ["box_relu"], name="box_relu"),
-        helper.make_node("Mul", ["box_relu", "box_scale"], ["boxes"], name="box_mul"),
+        helper.make_node("Sigmoid", ["box_raw"], ["box_unit"], name="box_sigmoid"),
+        helper.make_node("Mul", ["box_unit", "box_scale"], ["boxes"], name="box_mul"),
         cls,
         helper.make_node("Sigmoid", ["cls_logits"], ["scores"], name="cls_sigmoid"),
         helper.make_node("Concat", ["boxes", "scores"], ["head"], name="head_concat", axis=1),
