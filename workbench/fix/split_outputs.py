@@ -24,7 +24,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -35,6 +34,11 @@ from workbench.datasets import CalibrationSet
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
 from workbench.preprocess import Preprocess
+from workbench.rknn.buildlog import parse_layer_table
+from workbench.rknn.config import BuildConfig
+from workbench.runners.float import FloatRunner
+from workbench.runners.markall import MarkAllRunner
+from workbench.task.adapters.base import TaskAdapter
 
 #: Ratio of the Concat inputs' largest to smallest max |value| from which an output counts as
 #: mixed-range. Under a joint int8 scale the narrower input keeps at most 256 / ratio levels:
@@ -104,8 +108,6 @@ def mixed_range_outputs(
 
     Returns one :class:`Finding` per such output, in graph-output order; [] when there is none.
     """
-    from workbench.runners.float import FloatRunner
-
     candidates = [c for c in (_concat_chain(model, name) for name in model.outputs) if c]
     if not candidates:
         return []
@@ -358,10 +360,10 @@ def _prune(graph: onnx.GraphProto) -> None:
 def verify_split(
     model: OnnxModel,
     split: SplitModel,
-    config: Any,
+    config: BuildConfig,
     calibration: CalibrationSet,
     samples: CalibrationSet,
-    adapter: Any = None,
+    adapter: TaskAdapter | None = None,
 ) -> pd.DataFrame:
     """Build the original and the split model with the toolkit, run ``samples`` on the
     simulator, join the split parts on the host, compare with float (onnxruntime).
@@ -380,10 +382,6 @@ def verify_split(
         answer equals float's) and ``f1`` (mean, detection) when an adapter is given, and
         ``cycles`` (the compile table's estimate; NaN for float).
     """
-    from workbench.rknn.buildlog import parse_layer_table
-    from workbench.runners.float import FloatRunner
-    from workbench.runners.markall import MarkAllRunner
-
     reference = FloatRunner(model, config.preprocess, keep=list(model.outputs))
     floats = [reference.run(row) for row in samples.rows]
     reference.close()
