@@ -188,6 +188,40 @@ def transformer_neck() -> onnx.ModelProto:
     return _model(nodes, [1, 8, 1, 32], i1 + ih + consts, "transformer_neck", opset=17)
 
 
+def mixed_range_head(classes: int = 4, box_scale: float = 300.0) -> onnx.ModelProto:
+    """A detector-style head whose one output mixes two ranges, like a YOLOv8 export.
+
+    Conv features (3->8, stride 4, Relu: an 8x8 grid of 64 candidates), then branch A:
+    Conv 8->4, Sigmoid, Mul by ``box_scale`` ("boxes" cx, cy, w, h in 0-300 pixels; the
+    Sigmoid keeps every box's size positive, so a detection adapter can match them), and
+    branch B: Conv 8->``classes``, Sigmoid ("scores", 0-1); Concat on the channel axis and
+    Reshape to (1, 4 + classes, 64). One int8 scale for that output steps about 1.2 per
+    level, so the scores collapse to 0 or one step (what :mod:`workbench.fix.split_outputs`
+    detects and fixes).
+    """
+    rng = np.random.default_rng(6)
+    feat, i_feat = _conv("features", "x", "feat_conv", 3, 8, rng)
+    feat.attribute.append(helper.make_attribute("strides", [4, 4]))
+    box, i_box = _conv("box_conv", "feat", "box_raw", 8, 4, rng, k=1)
+    cls, i_cls = _conv("cls_conv", "feat", "cls_logits", 8, classes, rng, k=1)
+    consts = [
+        numpy_helper.from_array(np.array(box_scale, np.float32), "box_scale"),
+        numpy_helper.from_array(np.array([1, 4 + classes, 64], np.int64), "head_shape"),
+    ]
+    nodes = [
+        feat,
+        helper.make_node("Relu", ["feat_conv"], ["feat"], name="features_relu"),
+        box,
+        helper.make_node("Sigmoid", ["box_raw"], ["box_unit"], name="box_sigmoid"),
+        helper.make_node("Mul", ["box_unit", "box_scale"], ["boxes"], name="box_mul"),
+        cls,
+        helper.make_node("Sigmoid", ["cls_logits"], ["scores"], name="cls_sigmoid"),
+        helper.make_node("Concat", ["boxes", "scores"], ["head"], name="head_concat", axis=1),
+        helper.make_node("Reshape", ["head", "head_shape"], ["y"], name="head_reshape"),
+    ]
+    return _model(nodes, [1, 4 + classes, 64], i_feat + i_box + i_cls + consts, "mixed_range_head")
+
+
 #: Every synthetic model by name.
 SYNTHETIC: dict[str, Callable[[], onnx.ModelProto]] = {
     "conv-relu-sigmoid": conv_relu_sigmoid,
@@ -197,4 +231,5 @@ SYNTHETIC: dict[str, Callable[[], onnx.ModelProto]] = {
     "toolkit-rejects": toolkit_rejects,
     "two-inputs": two_inputs,
     "transformer-neck": transformer_neck,
+    "mixed-range-head": mixed_range_head,
 }
