@@ -113,6 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--out", help="run folder (default: runs/<time>-<model>-answers)")
     evaluate.set_defaults(func=_evaluate)
 
+    split = commands.add_parser(
+        "split",
+        parents=[conversion],
+        help="find an output that mixes value ranges under one int8 scale; write it split + the host join",
+    )
+    split.add_argument("-o", "--output", help="folder for model.onnx + join_outputs.py (default: runs/...)")
+    split.add_argument(
+        "--no-verify", action="store_true", help="skip building both models to compare them with float"
+    )
+    split.set_defaults(func=_split)
+
     fix = commands.add_parser(
         "fix",
         parents=[conversion],
@@ -587,6 +598,34 @@ def _fix(args: argparse.Namespace) -> int:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"hybrid config, model and report: {folder}")
     return 0 if result.met else 1
+
+
+def _split(args: argparse.Namespace) -> int:
+    """Split mixed-range outputs: the finding, the rewritten model and its host-side join,
+    and (unless --no-verify) int8 vs int8-split against float on the simulator."""
+    from workbench.fix.split_outputs import mixed_range_outputs, split_outputs, verify_split
+
+    model, calibration, config = _conversion(args)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.output or Path("runs") / f"{stamp}-{model.name}-split")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise WorkbenchError(f"-o {str(out)!r} exists and is not an empty folder: give a new folder.")
+    findings = mixed_range_outputs(model, calibration, config.preprocess)
+    if not findings:
+        print("no output mixes value ranges under one scale: nothing to split")
+        return 0
+    split = split_outputs(model, findings[0])
+    folder = split.save(out)
+    table = None if args.no_verify else verify_split(model, split, config, calibration, calibration.head(4))
+    if args.json:
+        body = {"finding": findings[0].explanation, "folder": str(folder)}
+        print(_json({**body, "verify": None if table is None else table.to_dict("records")}))
+        return 0
+    print(findings[0].explanation)
+    print(f"split model and host-side join: {folder / 'model.onnx'}, {folder / 'join_outputs.py'}")
+    if table is not None:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
 
 
 def _fix_answers(args: argparse.Namespace) -> int:

@@ -147,7 +147,8 @@ class DetectionAdapter:
             f"its class scores take at most {test['score_levels']:.0f} distinct value(s){out_of_range} "
             f"(float: {reference['score_levels']:.0f}): the output shares one int8 scale between box "
             "coordinates (pixels) and scores (0-1), so scores below half a step become 0. Split the "
-            "output before its Concat (boxes and scores as separate outputs) and join them on the host."
+            "output before its Concat and join the parts on the host: `rknn-workbench split MODEL` "
+            "writes both."
         )
 
     # ------------------------------------------------------------------ judging
