@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from workbench.dequantize import constant_values
 from workbench.errors import ToolkitError, WorkbenchError
 
 #: Ops whose output differs on every run: never folded, never probed on demand.
@@ -55,19 +56,6 @@ def cache_folder() -> Path:
     from workbench.datasets import cache_dir
 
     return cache_dir() / "support-probes"
-
-
-def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Initializers and Constant-node outputs by tensor name."""
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute:
-            attr = node.attribute[0]
-            value = helper.get_attribute_value(attr)
-            if isinstance(value, TensorProto):
-                value = numpy_helper.to_array(value)
-            values[node.output[0]] = np.asarray(value)
-    return values
 
 
 def signature(model, nodes: Sequence[onnx.NodeProto], constants: dict[str, np.ndarray]) -> str | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 from onnx import helper
 
+from workbench.dequantize import dynamic_quantization_nodes
 from workbench.model import TOOLKIT_MAX_OPSET, OnnxModel
 from workbench.support.matrix import CPU, NPU, REJECTED, REMOVED, SupportMatrix, family_of
 from workbench.support.ondemand import OnDemandProber, folded_nodes
@@ -73,6 +74,7 @@ def static_check(
     )
     verdicts = [_verdict(node, platform, matrix, shapes, initializers) for node in model.proto.graph.node]
     _refine(model, platform, verdicts, shapes, probe)
+    _point_at_dequantize(model, verdicts)
     rows = []
     for index, node in enumerate(model.proto.graph.node):
         status, reason, fix = verdicts[index]
@@ -140,6 +142,27 @@ def _verdict(node, platform: str, matrix: SupportMatrix, shapes, initializers) -
     if probed.status in (NPU, REMOVED):
         return ("npu", "", "")
     return ("attention", f"unexpected probe status {probed.status!r}", "run the compile check")
+
+
+#: Ops of an onnxruntime dynamically-quantized model that ``rknn-workbench dequantize`` removes.
+_DYNAMIC_OPS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"})
+
+
+def dequantize_command(model: OnnxModel) -> str:
+    """The command that rewrites ``model`` back to float."""
+    source = str(model.path) if model.path else "MODEL"
+    return f"rknn-workbench dequantize {source} -o {model.name}-float.onnx"
+
+
+def _point_at_dequantize(model: OnnxModel, verdicts: list) -> None:
+    """In a dynamically-quantized model, the fix of its integer ops is the dequantize command."""
+    if not dynamic_quantization_nodes(model.proto.graph):
+        return
+    for i, node in enumerate(model.proto.graph.node):
+        status, reason, _ = verdicts[i]
+        if node.op_type in _DYNAMIC_OPS and status != "npu":
+            fix = f"{dequantize_command(model)} (integer ops back to float), then check the float model"
+            verdicts[i] = (status, reason, fix)
 
 
 def _refine(model: OnnxModel, platform: str, verdicts: list, shapes, probe: bool) -> None:
@@ -323,6 +346,13 @@ def _as_str(value) -> str:
 
 def _model_findings(model: OnnxModel) -> list[str]:
     findings = []
+    dynamic = dynamic_quantization_nodes(model.proto.graph)
+    if dynamic:
+        findings.append(
+            f"onnxruntime dynamically-quantized model (quantize_dynamic: {len(dynamic)} integer "
+            "MatMul/Conv fed by DynamicQuantizeLinear): the toolkit takes no integer ops and quantizes "
+            f"the float model itself; rewrite it back to float with `{dequantize_command(model)}`"
+        )
     if model.opset > TOOLKIT_MAX_OPSET:
         findings.append(
             f"opset {model.opset} is above the toolkit's {TOOLKIT_MAX_OPSET}: re-export with "
