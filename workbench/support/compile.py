@@ -23,6 +23,7 @@ from workbench.model import OnnxModel
 from workbench.rknn.buildlog import LAYER_COLUMNS, parse_layer_table
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession
+from workbench.support.patterns import folded_nodes
 
 
 def map_layers(table: pd.DataFrame, model: OnnxModel) -> pd.Series:
@@ -145,8 +146,8 @@ def placements(model: OnnxModel, layers: pd.DataFrame) -> dict[str, str]:
 
     A layer is named after the FIRST node it fuses, so a node no layer names ran inside the
     layer of its nearest ancestor a layer names (latest in topological order): it gets that
-    layer's target. A node with no such ancestor (computed from constants and the inputs
-    only) was folded away at build time. ``layers`` needs the ``onnx_node`` column.
+    layer's target. A node computed from constants only (patterns.folded_nodes), or with no
+    such ancestor, was folded away at build time. ``layers`` needs the ``onnx_node`` column.
     """
     named: dict[str, str] = {}
     for node, target, op in zip(layers.onnx_node, layers.target, layers.op_type):
@@ -157,8 +158,12 @@ def placements(model: OnnxModel, layers: pd.DataFrame) -> dict[str, str]:
     order = {n.name: i for i, n in enumerate(nodes)}
     producer = {o: n.name for n in nodes for o in n.output}
     inputs = {n.name: [producer[i] for i in n.input if i in producer] for n in nodes}
+    folded = folded_nodes(model.proto.graph, {t.name: t.shape for t in model.tensors})
     out: dict[str, str] = {}
-    for node in nodes:  # topological order: a fused node's ancestors are resolved first
+    for node in nodes:
+        if node.name in folded and node.name not in named:
+            out[node.name] = "removed"
+            continue
         if node.name in named:
             out[node.name] = named[node.name]
             continue

@@ -23,11 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from workbench.dequantize import constant_values
 from workbench.errors import ToolkitError, WorkbenchError
+from workbench.support.patterns import RANDOM_OPS
 
-#: Ops whose output differs on every run: never folded, never probed on demand.
-_RANDOM = frozenset(
-    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial"}
-)
 #: Version of how probe models are built (probe_model): part of the cache key, so a change
 #: to the builder never reuses results of the old one.
 _BUILDER = 2
@@ -67,7 +64,7 @@ def signature(model, nodes: Sequence[onnx.NodeProto], constants: dict[str, np.nd
     external: dict[str, int] = {}
     parts = []
     for node in nodes:
-        if node.op_type in _RANDOM or any(
+        if node.op_type in RANDOM_OPS or any(
             a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
         ):
             return None
@@ -251,21 +248,3 @@ class OnDemandProber:
         layers["onnx_node"] = map_layers(layers, probe)
         where = placements(probe, layers)
         return NodeProbe(tuple(where[f"probe_{i}"] for i in range(len(nodes))))
-
-
-def folded_nodes(graph: onnx.GraphProto, shapes: dict[str, tuple[int, ...] | None]) -> set[str]:
-    """Nodes computed from constants only (initializers, Constant nodes, the Shape/Size of a
-    tensor whose shape is fixed): the toolkit folds them at build time, they run nowhere."""
-    static = {t.name for t in graph.initializer} | {""}
-    folded = set()
-    for node in graph.node:  # topological order
-        if node.op_type in _RANDOM:
-            continue
-        if node.op_type in ("Shape", "Size"):
-            fixed = shapes.get(node.input[0]) is not None
-        else:
-            fixed = all(i in static for i in node.input)
-        if fixed:
-            folded.add(node.name)
-            static.update(node.output)
-    return folded

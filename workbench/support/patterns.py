@@ -198,3 +198,27 @@ def _closed(nodes, consumers) -> bool:
             if any(id(c) not in inside for c in consumers.get(out, [])):
                 return False
     return True
+
+
+#: Ops whose output differs on every run: never folded.
+RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial"}
+)
+
+
+def folded_nodes(graph: onnx.GraphProto, shapes: dict[str, tuple[int, ...] | None]) -> set[str]:
+    """Nodes computed from constants only (initializers, Constant nodes, the Shape/Size of a
+    tensor whose shape is fixed): the toolkit folds them at build time, they run nowhere."""
+    static = {t.name for t in graph.initializer} | {""}
+    folded = set()
+    for node in graph.node:  # topological order
+        if node.op_type in RANDOM_OPS:
+            continue
+        if node.op_type in ("Shape", "Size"):
+            fixed = shapes.get(node.input[0]) is not None
+        else:
+            fixed = all(i in static for i in node.input)
+        if fixed:
+            folded.add(node.name)
+            static.update(node.output)
+    return folded

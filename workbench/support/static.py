@@ -17,8 +17,8 @@ from onnx import helper
 from workbench.dequantize import dynamic_quantization_nodes
 from workbench.model import TOOLKIT_MAX_OPSET, OnnxModel
 from workbench.support.matrix import CPU, NPU, REJECTED, REMOVED, SupportMatrix, family_of
-from workbench.support.ondemand import OnDemandProber, folded_nodes
-from workbench.support.patterns import find_patterns
+from workbench.support.ondemand import OnDemandProber
+from workbench.support.patterns import find_patterns, folded_nodes
 
 #: Classes of the static check, from best to worst.
 STATUSES = ("npu", "cpu", "attention", "rejected")
