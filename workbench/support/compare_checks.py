@@ -25,5 +25,6 @@ def disagreements(static: SupportReport, compiled: CompileReport) -> list[str]:
             continue
         expected = _AS_TARGET.get(row.status)
         if expected != placed:
-            lines.append(f"{row.node} ({row.op_type}): static {row.status}, compiled on {placed}")
+            where = "folded away (no layer)" if placed == "removed" else f"compiled on {placed}"
+            lines.append(f"{row.node} ({row.op_type}): static {row.status}, {where}")
     return lines

@@ -163,7 +163,7 @@ def _read_outside(model, nodes) -> set[str]:
     made = {o for n in nodes for o in n.output}
     read = {o.name for o in model.proto.graph.output} & made
     for node in model.proto.graph.node:
-        if id(node) not in inside and not any(node.name == n.name for n in nodes):
+        if id(node) not in inside:
             read |= made & set(node.input)
     return read
 
@@ -227,11 +227,11 @@ class OnDemandProber:
             probe = OnnxModel.from_proto(probe_model(self.model, nodes, self.constants))
         except WorkbenchError:  # the nodes do not stand alone (e.g. shapes only the model gives)
             return None
-        if self._session is None:
-            self._session = ToolkitSession(timeout=300)
-        folder = self._session.workdir
         quantize = self.family != "rk2118"  # rk2118 builds fp16 only
         try:
+            if self._session is None:
+                self._session = ToolkitSession(timeout=300)
+            folder = self._session.workdir
             _, log = self._session.call(
                 "build",
                 model_path=str(probe.save(folder / "ondemand.onnx")),
@@ -240,6 +240,8 @@ class OnDemandProber:
                 do_quantization=quantize,
             )
         except ToolkitError as err:
+            if self._session is None:  # the worker did not start: no probe, no verdict
+                return None
             # a rejection spoils the worker for later builds (probe.py): start a fresh one
             self._session.close()
             self._session = None
