@@ -170,10 +170,9 @@ def _refine(model: OnnxModel, platform: str, verdicts: list, shapes, probe: bool
     probed as themselves (see static_check)."""
     graph = model.proto.graph
     index = {n.name: i for i, n in enumerate(graph.node)}
-    for name in folded_nodes(graph, shapes):
-        if verdicts[index[name]][0] != "rejected":
-            verdicts[index[name]] = ("npu", "computed from constants only: folded at build time", "")
-    folded = {i for i, v in enumerate(verdicts) if v[1].startswith("computed from constants")}
+    folded = {index[n] for n in folded_nodes(graph, shapes) if verdicts[index[n]][0] != "rejected"}
+    for i in folded:
+        verdicts[i] = ("npu", "computed from constants only: folded at build time", "")
     matches = [m for m in find_patterns(graph) if not folded & {index[n] for n in m.names}]
     with contextlib.ExitStack() as stack:
         prober = stack.enter_context(OnDemandProber(model, platform)) if probe else None
