@@ -176,3 +176,33 @@ def test_dequantized_model_builds_with_the_toolkit():
     result = dequantize_model(hand_quantized(float_model()))
     report = compile_check(OnnxModel.from_proto(result.model), "rk3588")
     assert report.rejected is None and len(report.layers) > 2
+
+
+def test_onnxruntime_contrib_dynamic_matmul_is_dequantized_too():
+    # ORT-optimised files fuse the chain into com.microsoft DynamicQuantizeMatMul
+    rng = np.random.default_rng(2)
+    w = rng.normal(0, 0.2, (16, 4)).astype(np.float32)
+    scale = np.float32(np.abs(w).max() / 127)
+    inits = [
+        numpy_helper.from_array(np.round(w / scale).astype(np.int8), "w_q"),
+        numpy_helper.from_array(np.array(scale, np.float32), "w_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "w_zp"),
+    ]
+    node = helper.make_node(
+        "DynamicQuantizeMatMul", ["x", "w_q", "w_scale", "w_zp"], ["y"], name="dqmm", domain="com.microsoft"
+    )
+    graph = helper.make_graph(
+        [node],
+        "contrib",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4])],
+        inits,
+    )
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    proto = helper.make_model(graph, opset_imports=opsets)
+    proto.ir_version = 8
+    result = dequantize_model(proto)
+    assert [n.op_type for n in result.model.graph.node] == ["MatMul"]
+    assert [o.domain for o in result.model.opset_import] == [""]
+    x = rng.normal(0, 1, (1, 8, 16)).astype(np.float32)
+    assert _cosine(_run(proto, x), _run(result.model, x)) > 0.9999

@@ -265,12 +265,13 @@ def _check_domains(proto: ModelProto, where: str, allow: bool) -> None:
         return
     dynamic = dynamic_quantization_nodes(proto.graph)
     if dynamic:
+        source = "MODEL" if where == "the model" else where
         shown = ", ".join(dynamic[:5]) + (f" and {len(dynamic) - 5} more" if len(dynamic) > 5 else "")
         raise UnsupportedModelError(
             f"{where} is an onnxruntime dynamically-quantized model (quantize_dynamic: "
             f"DynamicQuantizeLinear feeding integer MatMul/Conv, at {shown}). rknn-toolkit2 takes no "
             "integer ops and quantizes the float model itself. Rewrite it back to float with "
-            "`rknn-workbench dequantize MODEL -o float.onnx` and use float.onnx."
+            f"`rknn-workbench dequantize {source} -o float.onnx` and use float.onnx."
         )
     custom = sorted(
         {f"{n.domain}::{n.op_type}" for n in proto.graph.node if n.domain not in _STANDARD_DOMAINS}

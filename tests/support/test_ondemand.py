@@ -88,3 +88,18 @@ def test_unseen_variant_is_probed_once_then_read_from_the_cache(tmp_path, monkey
     monkeypatch.setattr("workbench.rknn.session.ToolkitSession", no_toolkit)
     again = static_check(model).nodes.set_index("node").loc["relu1"]
     assert (again.status, again.reason) == (first.status, first.reason)
+
+
+@pytest.mark.toolkit
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", ["yolov8n", "lcnet-orientation", "ppocr-cls"])
+def test_zoo_models_no_node_called_cpu_that_compiles_on_the_npu(zoo, name):
+    from workbench.support.compile import compile_check
+
+    model = zoo(name)
+    static = static_check(model)  # on-demand probes: from the user cache after the first run
+    where = compile_check(model).placements
+    rows = static.nodes
+    called_cpu = set(rows[rows.status == "cpu"].node)
+    assert {n for n in called_cpu if where[n] != "CPU"} == set()
+    assert static.counts()["attention"] == 0  # measured: Split / MaxPool variants probed on demand
