@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from workbench.dequantize import constant_values
 from workbench.errors import ToolkitError, WorkbenchError
+from workbench.model import OnnxModel
 from workbench.support.patterns import RANDOM_OPS
 
 #: Version of how probe models are built (probe_model): part of the cache key, so a change
@@ -55,7 +56,9 @@ def cache_folder() -> Path:
     return cache_dir() / "support-probes"
 
 
-def signature(model, nodes: Sequence[onnx.NodeProto], constants: dict[str, np.ndarray]) -> str | None:
+def signature(
+    model: OnnxModel, nodes: Sequence[onnx.NodeProto], constants: dict[str, np.ndarray]
+) -> str | None:
     """What a probe of ``nodes`` depends on: op types, attributes, constants (values when
     small), and the shape class (rank, and which axes are 1) of each computed input.
     None when the nodes cannot be probed alone (a computed non-float input, a subgraph)."""
@@ -89,7 +92,9 @@ def signature(model, nodes: Sequence[onnx.NodeProto], constants: dict[str, np.nd
     return "|".join(parts)
 
 
-def probe_model(model, nodes: Sequence[onnx.NodeProto], constants: dict[str, np.ndarray]) -> onnx.ModelProto:
+def probe_model(
+    model: OnnxModel, nodes: Sequence[onnx.NodeProto], constants: dict[str, np.ndarray]
+) -> onnx.ModelProto:
     """A model of just ``nodes`` (renamed ``probe_<i>``), their constants copied, each
     computed input made from graph inputs of its real shape by an NPU op (so no node reads
     an input directly, where the toolkit may merge it into preprocessing)."""
@@ -172,7 +177,7 @@ class OnDemandProber:
     """Probes node groups of one model for one platform, through the cache; one toolkit
     worker for all the misses. Use as a context manager (closes the worker)."""
 
-    def __init__(self, model, platform: str, *, folder: Path | None = None):
+    def __init__(self, model: OnnxModel, platform: str, *, folder: Path | None = None):
         from workbench.support.matrix import family_of
 
         self.model = model
@@ -217,7 +222,6 @@ class OnDemandProber:
         return result
 
     def _build(self, nodes) -> NodeProbe | None:
-        from workbench.model import OnnxModel
         from workbench.rknn.buildlog import parse_layer_table
         from workbench.rknn.session import ToolkitSession
         from workbench.support.compile import _random_dataset, map_layers, placements
