@@ -3,12 +3,15 @@ toolkit build of the same model, measured side by side in one run.
 
     .venv/bin/python benchmarks/bench_support.py [--model yolov8n] [--runs 3]
 
-Targets: static check under 1 s; compile check / bare build <= 1.2.
+The static check probes unseen variants and fused patterns on demand (cached): its first call
+runs in an empty probe cache, so it pays them; the calls after it read the cache.
+Targets: static check of a cached model under 1 s; compile check / bare build <= 1.2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -16,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from workbench.datasets import load_zoo_model
+from workbench.datasets import cache_dir, load_zoo_model
 from workbench.support.compile import _random_dataset, compile_check
 from workbench.support.static import static_check
 
@@ -46,8 +49,18 @@ def main() -> None:
     args = parser.parse_args()
     model = load_zoo_model(args.model)
 
-    static_check(model)  # first call loads the matrix
-    static = [_timed(lambda: static_check(model)) for _ in range(args.runs)]
+    with tempfile.TemporaryDirectory() as fresh:  # an empty probe cache, the zoo models kept
+        (Path(fresh) / "models").symlink_to(cache_dir() / "models")
+        before = os.environ.get("RKNN_WORKBENCH_CACHE")
+        os.environ["RKNN_WORKBENCH_CACHE"] = fresh
+        try:
+            first = _timed(lambda: static_check(model))
+            static = [_timed(lambda: static_check(model)) for _ in range(args.runs)]
+        finally:
+            if before is None:
+                del os.environ["RKNN_WORKBENCH_CACHE"]
+            else:
+                os.environ["RKNN_WORKBENCH_CACHE"] = before
 
     ours, bare = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,7 +71,8 @@ def main() -> None:
             bare.append(bare_build(path, dataset))
     s, o, b = statistics.median(static), statistics.median(ours), statistics.median(bare)
     print(f"model {args.model} ({len(model.proto.graph.node)} nodes), median of {args.runs} runs")
-    print(f"{'static check':44} {s:8.3f} s   (target < 1 s)")
+    print(f"{'static check, first call (on-demand probes)':44} {first:8.3f} s   (paid once)")
+    print(f"{'static check, probes cached':44} {s:8.3f} s   (target < 1 s)")
     print(f"{'compile check (workbench, worker process)':44} {o:8.3f} s")
     print(f"{'bare toolkit build (python -c, same model)':44} {b:8.3f} s")
     print(f"{'ratio compile check / bare build':44} {o / b:8.2f}   (target <= 1.2)")

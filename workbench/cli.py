@@ -43,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(func=_check)
 
+    dequantize = commands.add_parser(
+        "dequantize", help="rewrite an onnxruntime dynamically-quantized model back to float"
+    )
+    dequantize.add_argument("model", help="the quantize_dynamic .onnx file")
+    dequantize.add_argument("-o", "--output", required=True, help="where the float .onnx goes")
+    dequantize.set_defaults(func=_dequantize)
+
     conversion = argparse.ArgumentParser(add_help=False)
     conversion.add_argument("model", help="an .onnx file or a zoo model name")
     conversion.add_argument("--platform", default="rk3588")
@@ -692,7 +699,7 @@ def _preprocess(args, inputs: list[str], entry) -> dict:
     return out
 
 
-def _load_model(spec: str, input_shapes: list[str]):
+def _load_model(spec: str, input_shapes: list[str], *, allow_custom_ops: bool = False):
     from workbench.datasets import ZOO, load_zoo_model
     from workbench.model import OnnxModel
 
@@ -709,15 +716,26 @@ def _load_model(spec: str, input_shapes: list[str]):
             raise WorkbenchError(
                 f"--input-shape {item!r}: expected NAME=D,D,... e.g. images=1,3,640,640"
             ) from None
-    return OnnxModel.load(spec, shapes)
+    return OnnxModel.load(spec, shapes, allow_custom_ops=allow_custom_ops)
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Inspection: loads any model (custom-domain and integer ops too) and lists every node;
+    with --json, prints a JSON document on every exit, errors included."""
+    try:
+        return _check_model(args)
+    except WorkbenchError as err:
+        if not args.json:
+            raise
+        print(_json({"error": str(err), "exit_code": 2}, indent=1))
+        return 2
 
+
+def _check_model(args: argparse.Namespace) -> int:
     from workbench.support.compile import compile_check
     from workbench.support.static import static_check
 
-    model = _load_model(args.model, args.input_shape)
+    model = _load_model(args.model, args.input_shape, allow_custom_ops=True)
     report = static_check(model, args.platform)
     compiled = compile_check(model, args.platform) if args.compile else None
     code = compiled.exit_code if compiled else report.exit_code
@@ -767,6 +785,18 @@ def _check(args: argparse.Namespace) -> int:
     verdict = {0: "everything on the NPU", 1: "some layers on the CPU or need attention", 2: "rejected"}
     print(f"verdict: {verdict[code]} (exit {code})")
     return code
+
+
+def _dequantize(args: argparse.Namespace) -> int:
+    from workbench.dequantize import dequantize
+
+    result = dequantize(args.model, args.output)
+    print(
+        f"wrote {args.output}: {len(result.rewritten)} integer MatMul/Conv back to float "
+        f"({', '.join(result.rewritten[:5])}{' ...' if len(result.rewritten) > 5 else ''}), "
+        f"{result.removed} quantization nodes removed. Next: rknn-workbench check {args.output}"
+    )
+    return 0
 
 
 def _disagreements(report, compiled) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import onnx
 from onnx import ModelProto, TensorProto, helper
 
+from workbench.dequantize import dynamic_quantization_nodes
 from workbench.errors import (
     InputShapeError,
     ModelError,
@@ -66,13 +67,16 @@ class OnnxModel:
             input_shapes: fixed shape per input name, required for every input with a
                 dynamic dimension, e.g. ``{"images": [1, 3, 320, 320]}``.
             allow_custom_ops: load models with operators outside the standard ONNX
-                domain (the toolkit cannot convert them; useful only for inspection).
+                domain, or dynamically quantized by onnxruntime (the toolkit cannot
+                convert them; useful only for inspection, as ``check`` does).
 
         Raises:
             ModelError: missing, not ONNX, truncated, external data missing, invalid graph.
             InputShapeError: a dynamic input has no shape in ``input_shapes``, or a given
                 shape does not fit the input.
-            UnsupportedModelError: custom-domain operators and ``allow_custom_ops`` is False.
+            UnsupportedModelError: custom-domain operators, or an onnxruntime dynamically
+                quantized model (fix: ``rknn-workbench dequantize``), and
+                ``allow_custom_ops`` is False.
         """
         path = Path(path)
         if not path.is_file():
@@ -257,15 +261,28 @@ def _load_external_data(proto: ModelProto, path: Path) -> None:
 
 
 def _check_domains(proto: ModelProto, where: str, allow: bool) -> None:
+    if allow:
+        return
+    dynamic = dynamic_quantization_nodes(proto.graph)
+    if dynamic:
+        source = "MODEL" if where == "the model" else where
+        shown = ", ".join(dynamic[:5]) + (f" and {len(dynamic) - 5} more" if len(dynamic) > 5 else "")
+        raise UnsupportedModelError(
+            f"{where} is an onnxruntime dynamically-quantized model (quantize_dynamic: "
+            f"DynamicQuantizeLinear feeding integer MatMul/Conv, at {shown}). rknn-toolkit2 takes no "
+            "integer ops and quantizes the float model itself. Rewrite it back to float with "
+            f"`rknn-workbench dequantize {source} -o float.onnx` and use float.onnx."
+        )
     custom = sorted(
         {f"{n.domain}::{n.op_type}" for n in proto.graph.node if n.domain not in _STANDARD_DOMAINS}
     )
-    if custom and not allow:
+    if custom:
         raise UnsupportedModelError(
             f"{where} uses operators outside the standard ONNX domain: {', '.join(custom)}. "
             "rknn-toolkit2 cannot convert them. Re-export without custom operators (for "
-            "onnxruntime-optimised files, export the original model instead), or pass "
-            "allow_custom_ops=True to load it for inspection only."
+            "onnxruntime-optimised files, export the original model instead). "
+            "`rknn-workbench check MODEL` lists every node the toolkit cannot take "
+            "(in Python: OnnxModel.load(path, allow_custom_ops=True))."
         )
 
 

@@ -23,6 +23,7 @@ from workbench.model import OnnxModel
 from workbench.rknn.buildlog import LAYER_COLUMNS, parse_layer_table
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession
+from workbench.support.patterns import folded_nodes
 
 
 def map_layers(table: pd.DataFrame, model: OnnxModel) -> pd.Series:
@@ -52,6 +53,9 @@ class CompileReport:
     platform: str
     layers: pd.DataFrame  #: the layer table plus ``onnx_node``
     node_targets: dict[str, str] = field(default_factory=dict)  #: ONNX node -> NPU/CPU/fused
+    #: ONNX node -> NPU/CPU, fused nodes resolved to their layer's target; "removed" for nodes
+    #: folded away (constants, no-ops)
+    placements: dict[str, str] = field(default_factory=dict)
     rejected: str | None = None  #: the toolkit's error when the build failed
     log: str = ""
 
@@ -110,7 +114,7 @@ def compile_check(
             session.close()
     layers = parse_layer_table(log)
     layers["onnx_node"] = map_layers(layers, model)
-    return CompileReport(platform, layers, _node_targets(model, layers), log=log)
+    return CompileReport(platform, layers, _node_targets(model, layers), placements(model, layers), log=log)
 
 
 def _random_dataset(inputs: Mapping[str, tuple[int, ...]], folder: Path) -> Path:
@@ -135,3 +139,49 @@ def _node_targets(model: OnnxModel, layers: pd.DataFrame) -> dict[str, str]:
     for node in model.proto.graph.node:
         out.setdefault(node.name, "fused")
     return out
+
+
+def placements(model: OnnxModel, layers: pd.DataFrame) -> dict[str, str]:
+    """Where every ONNX node runs: NPU or CPU, or "removed" when it compiled into no layer.
+
+    A layer is named after the FIRST node it fuses, so a node no layer names ran inside the
+    layer of its nearest ancestor a layer names (latest in topological order): it gets that
+    layer's target. A node computed from constants only (patterns.folded_nodes), or with no
+    such ancestor, was folded away at build time. ``layers`` needs the ``onnx_node`` column.
+    """
+    named: dict[str, str] = {}
+    for node, target, op in zip(layers.onnx_node, layers.target, layers.op_type):
+        # Input/OutputOperator rows name the tensor they carry, not a layer that computes it
+        if isinstance(node, str) and node not in named and not op.endswith("Operator"):
+            named[node] = target
+    nodes = list(model.proto.graph.node)
+    order = {n.name: i for i, n in enumerate(nodes)}
+    producer = {o: n.name for n in nodes for o in n.output}
+    inputs = {n.name: [producer[i] for i in n.input if i in producer] for n in nodes}
+    folded = folded_nodes(model.proto.graph, {t.name: t.shape for t in model.tensors})
+    out: dict[str, str] = {}
+    for node in nodes:
+        if node.name in folded and node.name not in named:
+            out[node.name] = "removed"
+            continue
+        if node.name in named:
+            out[node.name] = named[node.name]
+            continue
+        heads = _named_ancestors(node.name, inputs, named)
+        out[node.name] = named[max(heads, key=order.__getitem__)] if heads else "removed"
+    return out
+
+
+def _named_ancestors(name: str, inputs: dict[str, list[str]], named: dict[str, str]) -> set[str]:
+    """The nearest ancestors of ``name`` that a layer names (each path stops at the first)."""
+    heads, seen, todo = set(), {name}, list(inputs[name])
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in named:
+            heads.add(current)
+        else:
+            todo.extend(inputs[current])
+    return heads

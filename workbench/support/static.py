@@ -8,13 +8,17 @@ the instant first look.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import pandas as pd
 from onnx import helper
 
+from workbench.dequantize import dynamic_quantization_nodes
 from workbench.model import TOOLKIT_MAX_OPSET, OnnxModel
 from workbench.support.matrix import CPU, NPU, REJECTED, REMOVED, SupportMatrix, family_of
+from workbench.support.ondemand import OnDemandProber
+from workbench.support.patterns import find_patterns, folded_nodes
 
 #: Classes of the static check, from best to worst.
 STATUSES = ("npu", "cpu", "attention", "rejected")
@@ -45,9 +49,22 @@ class SupportReport:
 
 
 def static_check(
-    model: OnnxModel, platform: str = "rk3588", matrix: SupportMatrix | None = None
+    model: OnnxModel,
+    platform: str = "rk3588",
+    matrix: SupportMatrix | None = None,
+    *,
+    probe: bool = True,
 ) -> SupportReport:
-    """Classify every node of ``model`` for ``platform``: npu, cpu, attention or rejected."""
+    """Classify every node of ``model`` for ``platform``: npu, cpu, attention or rejected.
+
+    Nodes computed from constants only are folded at build time (npu). Patterns the
+    compiler fuses (HardSwish, LayerNorm, GELU written out; see patterns.py) are judged as a
+    whole, and nodes whose attribute variant the matrix never probed, or that it puts on the
+    CPU, are probed as themselves: with ``probe`` (default) and the toolkit installed, each
+    such variant is built once with the toolkit and cached (ondemand.py), so a node is
+    called "cpu" only where the toolkit puts it on the CPU. Without, those verdicts stay
+    the matrix's, and pattern nodes the matrix puts on the CPU are "attention".
+    """
     family_of(platform)  # validates the name, listing the valid ones
     matrix = matrix or SupportMatrix.load()
     shapes = {t.name: t.shape for t in model.tensors}
@@ -55,9 +72,12 @@ def static_check(
     initializers = frozenset(i.name for i in model.proto.graph.initializer) | frozenset(
         o for n in model.proto.graph.node if n.op_type == "Constant" for o in n.output
     )
+    verdicts = [_verdict(node, platform, matrix, shapes, initializers) for node in model.proto.graph.node]
+    _refine(model, platform, verdicts, shapes, probe)
+    _point_at_dequantize(model, verdicts)
     rows = []
     for index, node in enumerate(model.proto.graph.node):
-        status, reason, fix = _verdict(node, platform, matrix, shapes, initializers)
+        status, reason, fix = verdicts[index]
         out_shape = shapes.get(node.output[0]) if node.output else None
         rows.append(
             {
@@ -122,6 +142,95 @@ def _verdict(node, platform: str, matrix: SupportMatrix, shapes, initializers) -
     if probed.status in (NPU, REMOVED):
         return ("npu", "", "")
     return ("attention", f"unexpected probe status {probed.status!r}", "run the compile check")
+
+
+#: Ops of an onnxruntime dynamically-quantized model that ``rknn-workbench dequantize`` removes.
+_DYNAMIC_OPS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"})
+
+
+def dequantize_command(model: OnnxModel) -> str:
+    """The command that rewrites ``model`` back to float."""
+    source = str(model.path) if model.path else "MODEL"
+    return f"rknn-workbench dequantize {source} -o {model.name}-float.onnx"
+
+
+def _point_at_dequantize(model: OnnxModel, verdicts: list) -> None:
+    """In a dynamically-quantized model, the fix of its integer ops is the dequantize command."""
+    if not dynamic_quantization_nodes(model.proto.graph):
+        return
+    for i, node in enumerate(model.proto.graph.node):
+        status, reason, _ = verdicts[i]
+        if node.op_type in _DYNAMIC_OPS and status != "npu":
+            fix = f"{dequantize_command(model)} (integer ops back to float), then check the float model"
+            verdicts[i] = (status, reason, fix)
+
+
+def _refine(model: OnnxModel, platform: str, verdicts: list, shapes, probe: bool) -> None:
+    """Correct the per-op verdicts in place: folded constants, fused patterns, and nodes
+    probed as themselves (see static_check)."""
+    graph = model.proto.graph
+    index = {n.name: i for i, n in enumerate(graph.node)}
+    folded = {index[n] for n in folded_nodes(graph, shapes) if verdicts[index[n]][0] != "rejected"}
+    for i in folded:
+        verdicts[i] = ("npu", "computed from constants only: folded at build time", "")
+    matches = [m for m in find_patterns(graph) if not folded & {index[n] for n in m.names}]
+    with contextlib.ExitStack() as stack:
+        prober = stack.enter_context(OnDemandProber(model, platform)) if probe else None
+        for match in matches:
+            _judge_pattern(match, [index[n] for n in match.names], verdicts, prober)
+        in_patterns = {n for m in matches for n in m.names}
+        for i, node in enumerate(graph.node):
+            status, reason, _ = verdicts[i]
+            if prober is None or node.name in in_patterns or i in folded:
+                continue
+            if status == "cpu" or (status == "attention" and not reason.startswith("output shape")):
+                _judge_node(node, i, verdicts, prober)
+
+
+def _judge_pattern(match, positions: list[int], verdicts: list, prober) -> None:
+    probed = prober.probe(match.nodes) if prober else None
+    version = prober.version if prober else ""
+    if probed is None or probed.rejected:
+        for i in positions:  # the single-op verdict stands, but never as a CPU claim
+            if verdicts[i][0] == "cpu":
+                verdicts[i] = (
+                    "attention",
+                    f"part of a {match.pattern} written out, which the compiler may fuse onto the NPU "
+                    "(not probed as a whole here)",
+                    "run the compile check (check --compile) for the authoritative answer",
+                )
+        return
+    for i, target in zip(positions, probed.targets):
+        if target == "CPU":
+            verdicts[i] = (
+                "cpu",
+                f"part of a {match.pattern} written out; probed as a whole with toolkit {version}, "
+                "this node runs on the CPU",
+                f"replace the {match.pattern} by its ONNX operator or a fused form, or {CUT_GRAPH}",
+            )
+        elif verdicts[i][0] in ("cpu", "attention", "npu"):
+            verdicts[i] = ("npu", f"part of a {match.pattern} the compiler fuses onto the NPU", "")
+
+
+def _judge_node(node, i: int, verdicts: list, prober) -> None:
+    probed = prober.probe([node])
+    if probed is None:
+        return
+    how = f"probed as itself (its attributes, constants and input ranks) with toolkit {prober.version}"
+    if probed.rejected:
+        verdicts[i] = (
+            "rejected",
+            f"the toolkit refuses {node.op_type} {how}: {probed.rejected}".strip(),
+            f"replace {node.op_type} with supported operators, or {CUT_GRAPH}",
+        )
+    elif probed.targets[0] == "CPU":
+        verdicts[i] = (
+            "cpu",
+            f"{node.op_type} {how}: runs on the CPU; every NPU<->CPU switch costs a copy",
+            f"replace {node.op_type} with NPU operators, or move it to post-processing ({CUT_GRAPH})",
+        )
+    else:
+        verdicts[i] = ("npu", f"{how}: on the NPU", "")
 
 
 def node_tokens(node, shapes, initializers: frozenset[str] = frozenset()) -> set[str]:
@@ -236,6 +345,13 @@ def _as_str(value) -> str:
 
 def _model_findings(model: OnnxModel) -> list[str]:
     findings = []
+    dynamic = dynamic_quantization_nodes(model.proto.graph)
+    if dynamic:
+        findings.append(
+            f"onnxruntime dynamically-quantized model (quantize_dynamic: {len(dynamic)} integer "
+            "MatMul/Conv fed by DynamicQuantizeLinear): the toolkit takes no integer ops and quantizes "
+            f"the float model itself; rewrite it back to float with `{dequantize_command(model)}`"
+        )
     if model.opset > TOOLKIT_MAX_OPSET:
         findings.append(
             f"opset {model.opset} is above the toolkit's {TOOLKIT_MAX_OPSET}: re-export with "
