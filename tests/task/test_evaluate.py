@@ -204,3 +204,15 @@ def test_task_target_needs_an_adapter():
 
     with pytest.raises(WorkbenchError, match="needs adapter="):
         search_mixed_precision(None, BuildConfig(), None, target_agreement=0.9)
+
+
+def test_labels_that_do_not_fit_stop_before_any_build(tmp_path):
+    samples = _samples(tmp_path, [(0.1, 0.2, 0.3), (0.3, 0.2, 0.1)])
+    model = _channel_mean_classifier()
+    adapter = get_adapter("classification", model=model, classes=["a", "b", "c"])
+    data = LabelledSet(samples, ["a", "zebra"], tmp_path, "csv")
+    with pytest.raises(WorkbenchError, match="'zebra' is not in the model's 3 classes"):
+        evaluate(model, BuildConfig(), samples, data, adapter, cache=False, progress=False)
+    coco_like = LabelledSet(samples, ["a", "b"], tmp_path, "coco")
+    with pytest.raises(WorkbenchError, match="do not fit the 'classification' task"):
+        evaluate(model, BuildConfig(), samples, coco_like, adapter, cache=False, progress=False)

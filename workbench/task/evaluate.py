@@ -26,7 +26,7 @@ from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
 from workbench.task.adapters import CallableAdapter, TaskAdapter, get_adapter
-from workbench.task.labels import LabelledSet, load_labelled
+from workbench.task.labels import LabelledSet, check_matches, load_labelled
 
 FLOAT = "float"
 #: tasks whose adapter explains its diagnostics (``diagnose`` + ``explain``)
@@ -231,6 +231,8 @@ def evaluate(
     if isinstance(adapter, str):
         adapter = get_adapter(adapter, model=model)
     config.check_model(model)
+    vocabulary = getattr(adapter, "classes", None) or getattr(adapter, "characters", None)
+    check_matches(data, adapter.name, vocabulary)
     data.samples.validate(model.inputs, config.preprocess)
     if quantized:
         calibration.validate(model.inputs, config.preprocess)
