@@ -16,13 +16,14 @@ def per_layer_figure(
     metric: str = "sqnr_db",
     backend: str = "simulator",
     threshold: float | None = None,
-    label_worst: int = 5,
+    label_worst: int = 3,
 ) -> go.Figure:
     """Per-layer ``metric`` (mean over samples, band to the worst sample) along the graph.
 
     The x axis is the layer's position in topological order; hovering shows the layer,
     its op and the RKNN layer it was matched to. The ``label_worst`` lowest layers are
-    annotated. ``threshold`` draws a horizontal line (default: 20 dB or cosine 0.99).
+    annotated (at staggered heights, long names shortened; the full name on hover).
+    ``threshold`` draws a horizontal line (default: 20 dB or cosine 0.99).
     """
     if metric not in METRIC_LABELS:
         raise ValueError(f"metric must be one of {list(METRIC_LABELS)}, not {metric!r}")
@@ -79,16 +80,19 @@ def per_layer_figure(
         annotation_text=f"threshold {line:g}",
         annotation_position="bottom right",
     )
-    for r in summary.nsmallest(label_worst, f"{metric}_mean").itertuples():
+    # Staggered heights so neighbouring labels never print over each other; the rest hover.
+    for k, r in enumerate(summary.nsmallest(label_worst, f"{metric}_mean").itertuples()):
         fig.add_annotation(
             x=r.index,
             y=getattr(r, f"{metric}_mean"),
-            text=r.layer,
+            text=_short(r.layer),
+            hovertext=r.layer,
             showarrow=True,
             arrowhead=2,
             ax=0,
-            ay=-30,
+            ay=-30 - 22 * k,
             font={"size": 10},
+            bgcolor="rgba(255,255,255,0.8)",
         )
     fig.update_layout(
         title=f"Per-layer {METRIC_LABELS[metric]}: {backend} vs float "
@@ -106,7 +110,9 @@ def heatmap_figure(result: Divergence, metric: str = "sqnr_db", backend: str = "
     """Layer x sample heatmap of ``metric``: a bad sample shows as a column, a bad layer as a row."""
     rows = result.table[(result.table.backend == backend) & (result.table.status == "compared")]
     grid = rows.pivot_table(index=["index", "layer"], columns="sample", values=metric).sort_index()
-    layers = [layer for _, layer in grid.index]
+    outputs = set(result.meta.get("model", {}).get("outputs", {}))
+    # Every row labelled; the model outputs marked, since they are what the answers come from.
+    layers = [f"▶ {_short(layer)} (output)" if layer in outputs else _short(layer) for _, layer in grid.index]
     fig = go.Figure(
         go.Heatmap(
             z=grid.values,
@@ -119,8 +125,8 @@ def heatmap_figure(result: Divergence, metric: str = "sqnr_db", backend: str = "
     )
     fig.update_layout(
         title=f"{METRIC_LABELS.get(metric, metric)} per layer and sample ({backend} vs float)",
-        yaxis={"autorange": "reversed", "showticklabels": len(layers) <= 60},
-        height=max(400, min(1200, 12 * len(layers))),
+        yaxis={"autorange": "reversed", "dtick": 1, "tickfont": {"size": 9}, "automargin": True},
+        height=max(400, 14 * len(layers) + 120),
         template="plotly_white",
     )
     return fig
@@ -181,7 +187,7 @@ def tensor_figure(
 def runs_figure(runs: Mapping[str, Divergence], metric: str = "sqnr_db", title: str = "") -> go.Figure:
     """Per-layer ``metric`` of several runs (label -> run) along the graph, one line each."""
     fig = go.Figure()
-    for label, run in runs.items():
+    for k, (label, run) in enumerate(runs.items()):
         summary = run.summary()
         fig.add_trace(
             go.Scatter(
@@ -189,6 +195,9 @@ def runs_figure(runs: Mapping[str, Divergence], metric: str = "sqnr_db", title: 
                 y=summary[f"{metric}_mean"],
                 mode="lines+markers",
                 name=label,
+                # Runs that coincide (e.g. auto_hybrid choosing nothing) stay visible.
+                line={"dash": _DASHES[k % len(_DASHES)], "width": 3 if k == 0 else 1.5},
+                marker={"symbol": _SYMBOLS[k % len(_SYMBOLS)], "size": 8 if k == 0 else 6},
                 customdata=summary.layer,
                 hovertext=[f"{r.layer} ({r.op_type})" for r in summary.itertuples()],
                 hoverinfo="text+y+name",
@@ -242,13 +251,15 @@ def gap_figure(result: Divergence, a: str = "simulator", b: str | None = None) -
     gap = backend_gap(result, a, b)
     b = b or next(x for x in result.table.backend.unique() if x.startswith("board:"))
     fig = go.Figure()
-    for backend in (a, b):
+    for k, backend in enumerate((a, b)):
         fig.add_trace(
             go.Scatter(
                 x=gap["index"],
                 y=gap[f"sqnr_db_mean_{backend}"],
                 mode="lines+markers",
                 name=f"{backend} vs float",
+                line={"dash": _DASHES[k], "width": 4 if k == 0 else 1.5},
+                marker={"symbol": _SYMBOLS[k], "size": 9 if k == 0 else 6},
                 hovertext=gap.layer,
                 hoverinfo="text+y",
             )
@@ -264,13 +275,24 @@ def gap_figure(result: Divergence, a: str = "simulator", b: str | None = None) -
             hoverinfo="text+y",
         )
     )
+    largest = float(gap.sqnr_db_gap.abs().max()) if len(gap) else 0.0
+    span = max(1.0, 1.2 * largest)  # symmetric, at least ±1 dB: a zero gap reads as zero
     fig.update_layout(
-        title=f"Simulator vs board per layer ({b})",
+        title=f"Simulator vs board per layer ({b}): largest gap {largest:.3g} dB",
         xaxis_title="layer (topological order)",
         yaxis_title="SQNR (dB)",
-        yaxis2={"title": "gap (dB)", "overlaying": "y", "side": "right"},
+        yaxis2={"title": "gap (dB)", "overlaying": "y", "side": "right", "range": [-span, span]},
         template="plotly_white",
         height=420,
         hovermode="closest",
     )
     return fig
+
+
+_DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+_SYMBOLS = ("circle", "x", "diamond", "square", "triangle-up")
+
+
+def _short(name: str, limit: int = 40) -> str:
+    """A long tensor name cut in the middle (the start says the block, the end the op)."""
+    return name if len(name) <= limit else f"{name[: limit // 2 - 1]}…{name[-(limit // 2) :]}"
