@@ -64,3 +64,33 @@ def test_sample_filter_follows_the_clicked_layer(explorer):
     assert explorer.selected == "y" and "sample 1" in explorer.status.value
     assert not np.array_equal(first, np.asarray(explorer.detail.data[0].y))
     explorer.sample.value = MEAN
+
+
+def test_headline_leads_with_the_output_then_the_origins():
+    import pandas as pd
+
+    from workbench.compare.divergence import Divergence
+    from workbench.widgets.explorer import headline
+
+    rows = [
+        {
+            "index": i,
+            "layer": name,
+            "op_type": "Conv",
+            "rknn_layer": name,
+            "sample": 0,
+            "backend": "simulator",
+            "status": "compared",
+            "sqnr_db": db,
+            "cosine": 0.9,
+            "toolkit_single_cos": float("nan"),
+        }
+        for i, (name, db) in enumerate([("a", 40.0), ("b", 12.0), ("y", 11.0)])
+    ]
+    result = Divergence(
+        pd.DataFrame(rows), {"model": {"outputs": {"y": [1, 8]}}, "parents": {"b": ["a"], "y": ["b"]}}
+    )
+    text = headline(result)
+    assert "model output y: SQNR 11.0 dB mean" in text
+    assert text.index("Verdict") < text.index("Where") < text.index("Next")
+    assert "b (Conv" in text  # the layer that makes the error

@@ -76,9 +76,17 @@ class DivergenceExplorer:
         result: a run from ``compute_divergence`` or ``Divergence.load``.
         model: the OnnxModel the run was made from.
         calibration: the calibration set (default: the one recorded in the run).
+        answers: the run's ``task.evaluate.TaskResult``, whose verdict heads the view (without
+            it, the model outputs' SQNR does).
     """
 
-    def __init__(self, result: Divergence, model: OnnxModel, calibration: CalibrationSet | None = None):
+    def __init__(
+        self,
+        result: Divergence,
+        model: OnnxModel,
+        calibration: CalibrationSet | None = None,
+        answers=None,
+    ):
         self.result, self.model = result, model
         meta = result.meta
         rows = [tuple(Path(p) for p in row) for row in meta.get("samples", [])]
@@ -118,12 +126,16 @@ class DivergenceExplorer:
         self.status = w.HTML("Click a layer in the plot to see its tensors and find it in the graph.")
         self._positions = graph_layout(model)
         self._producer = {o: n.name for n in model.proto.graph.node for o in n.output}
+        # The tensor panel appears with the first click: no empty axes before it.
+        self._detail_box = w.Box([self.detail], layout=w.Layout(display="none"))
+        self.headline = w.HTML(headline(result, answers))
         self.widget = w.VBox(
             [
+                self.headline,
                 w.HBox([self.backend, self.metric, self.sample]),
                 self.layers,
                 self.status,
-                self.detail,
+                self._detail_box,
                 self.graph,
             ]
         )
@@ -187,6 +199,7 @@ class DivergenceExplorer:
             self.status.value = f"<b>{html.escape(layer)}</b>: {html.escape(str(err))}"
             return
         figure = tensor_figure(reference, quantized, layer)
+        self._detail_box.layout.display = None
         with self.detail.batch_update():
             self.detail.data = []
             self.detail.layout = figure.layout
@@ -200,3 +213,32 @@ class DivergenceExplorer:
 
     def close(self) -> None:
         self.tensors.close()
+
+
+def headline(result: Divergence, answers=None) -> str:
+    """Verdict, place, next step as HTML: the answers' verdict (else the model outputs'
+    SQNR), the top origins of the per-layer error with their share, what to do."""
+    if answers is not None:
+        verdict = answers.verdict()
+    else:
+        summary = result.summary()
+        outputs = summary[summary.layer.isin(result.meta.get("model", {}).get("outputs", {}))]
+        verdict = (
+            "; ".join(
+                f"model output {r.layer}: SQNR {r.sqnr_db_mean:.1f} dB mean, {r.sqnr_db_worst:.1f} dB worst "
+                f"over {r.samples} sample(s)"
+                for r in outputs.itertuples()
+            )
+            or "no model output was compared"
+        )
+    origins = result.origins(3)
+    place = ", ".join(f"{r.layer} ({r.op_type}, {r.share:.0%})" for r in origins.itertuples())
+    step = (
+        "judge the answers first: rknn-workbench evaluate MODEL (or task.evaluate)"
+        if answers is None
+        else "click an origin below to see its tensors; 06_fix_accuracy searches a fix"
+    )
+    return (
+        f"<p><b>Verdict:</b> {html.escape(verdict)}<br><b>Where:</b> "
+        f"{html.escape(place) or 'no layer makes error of its own'}<br><b>Next:</b> {html.escape(step)}</p>"
+    )
