@@ -36,6 +36,12 @@ _LAZY = {
     "per_layer_figure": "workbench.viz.plots",
     "compute_divergence": "workbench.compare.divergence",
     "write_report": "workbench.viz.report",
+    "evaluate": "workbench.task.evaluate",
+    "TaskResult": "workbench.task.evaluate",
+    "get_adapter": "workbench.task.adapters",
+    "load_labelled": "workbench.task.labels",
+    "explain_flips": "workbench.task.explain",
+    "fix_answers": "workbench.fix.answers",
 }
 
 __all__ = [
