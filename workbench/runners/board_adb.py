@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.board.config import check_serial
 from workbench.board.outputs import parse_eval_memory, parse_eval_perf, parse_sdk_version
 from workbench.datasets import CalibrationSet
 from workbench.model import OnnxModel
@@ -40,7 +41,8 @@ class AdbBoardRunner(ToolkitRunner):
         mode: str = "mark-all",
         timeout: float | None = 1800,
     ):
-        self.device_id, self.mode = device_id, mode
+        # init_runtime hands device_id to a shell: only a plain serial may reach it.
+        self.device_id, self.mode = check_serial(device_id, "device_id"), mode
         self.backend = f"board:{device_id}"
         super().__init__(model, config, calibration, timeout=timeout)
 
