@@ -178,6 +178,7 @@ def _demo(args: argparse.Namespace) -> int:
     from workbench.rknn.config import BuildConfig
     from workbench.viz.report import write_report
 
+    _writable_parent(Path(args.runs_dir).resolve() / "run", "--runs-dir")
     name = args.model or DEFAULT_MODEL
     entry = zoo_entry(name)
     print(f"model: {name} ({entry.description})")
