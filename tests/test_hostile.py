@@ -438,6 +438,14 @@ def test_output_paths_are_checked_before_any_work(tmp_path, tiny_path, capsys, n
     assert not no_toolkit and a_file.read_text() == "mine" and os.listdir(foreign) == ["notes.txt"]
 
 
+def test_an_unwritable_parent_is_refused_first(tmp_path, tiny_path, capsys, monkeypatch, no_toolkit):
+    # root may write anywhere, so the permission answer is replaced: what matters is that
+    # the CLI asks before working
+    monkeypatch.setattr("workbench.cli.os.access", lambda path, mode: Path(path) != tmp_path)
+    assert main(["diverge", str(tiny_path), "--out", str(tmp_path / "new" / "run")]) == 2
+    assert "permission denied" in _err_line(capsys) and not no_toolkit
+
+
 def test_more_samples_than_the_set_holds_is_said(tmp_path, tiny_path, monkeypatch, capsys):
     seen = []
 

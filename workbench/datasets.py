@@ -38,10 +38,13 @@ def cache_dir() -> Path:
     """
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rknn-workbench"
     root = Path(os.environ.get("RKNN_WORKBENCH_CACHE", default))
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = root.stat()
-    if info.st_uid == os.getuid() and info.st_mode & 0o077:
-        root.chmod(0o700)
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = root.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            root.chmod(0o700)
+    except OSError:  # read-only home: callers that write into it say so themselves
+        pass
     return root
 
 
