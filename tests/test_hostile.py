@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import urllib.error
 import urllib.request
@@ -558,3 +559,31 @@ def test_cli_fuzz_no_traceback(tmp_path, tiny_path, capsys, monkeypatch, command
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == [
         n for n in before if n != "cache"
     ]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    flag=st.sampled_from(
+        ["--mean", "--std", "--samples", "--input-shape", "--dtype", "--cos-thresh", "--min-sqnr"]
+    ),
+    value=values,
+)
+def test_cli_fuzz_diverge_options(tmp_path, tiny_path, capsys, monkeypatch, flag, value):
+    """diverge with the comparison replaced by a canned result: every bad option value is
+    exit 2 with one line, before any work; good ones run (0) or fail the gate (1)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        "workbench.compare.divergence.compute_divergence", lambda *a, **k: _divergence({"simulator": 30.0})
+    )
+    marker = tmp_path / "pwned"
+    value = value.replace("{marker}", str(marker))
+    out = tmp_path / "runs" / "run"
+    code = main(["diverge", str(tiny_path), f"{flag}={value}", "--out", str(out), "--json"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, (flag, value, err)
+    assert code in (0, 1, 2), (flag, value)
+    if code == 2:
+        assert err.startswith(("error: ", "usage: ")), err
+    assert not marker.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["tiny.onnx"], ["runs", "tiny.onnx"])
+    shutil.rmtree(tmp_path / "runs", ignore_errors=True)
