@@ -92,9 +92,9 @@ def test_shell_in_an_adb_serial_is_refused_and_runs_nothing(tmp_path, no_toolkit
         ('host = "rock.local"\nuser = "root;id"', "user .* is not a login name"),
         ('host = "rock.local"\nport = 0', "port must be a number 1-65535"),
         ('host = "rock.local"\nport = 70000', "port must be a number 1-65535"),
-        ('host = "rock.local"\nport = "22"', "port must be a int"),
-        ('host = "rock.local"\nport = true', "port must be a int"),
-        ("host = 5", "host must be a str"),
+        ('host = "rock.local"\nport = "22"', "port must be an integer"),
+        ('host = "rock.local"\nport = true', "port must be an integer"),
+        ("host = 5", "host must be a string"),
         ('host = "rock.local"\nserial = "-s"', "serial .* is not an adb serial"),
     ],
 )
@@ -127,7 +127,7 @@ def test_one_bad_board_does_not_block_the_others(tmp_path, capsys):
     os.environ["RKNN_WORKBENCH_BOARDS"] = str(path)
     try:
         assert main(["board", "doctor", "--board", "bad"]) == 2
-        assert "[boards.bad]: host must be a str" in _err_line(capsys)
+        assert "[boards.bad]: host must be a string" in _err_line(capsys)
         # the good board is usable: the doctor runs (and fails on the missing adb: exit 1)
         assert main(["board", "doctor", "--board", "good", "--adb", str(tmp_path / "no-adb")]) == 1
         assert "does not exist" in capsys.readouterr().out

@@ -33,7 +33,7 @@ TRANSPORTS = ("adb", "ssh")
 _SERIAL = re.compile(r"[A-Za-z0-9._:][A-Za-z0-9._:-]*")
 _HOST_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOST = re.compile(rf"{_HOST_LABEL}(\.{_HOST_LABEL})*\.?")
-_USER = re.compile(r"[a-z_][a-z0-9_.-]*")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # upper case too: some CI and domain users
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,11 @@ def _check_types(entry: dict, where: str) -> None:
             continue
         value, want = entry[f.name], {"port": int, "virtual": bool}.get(f.name, str)
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            example = {int: "2222", bool: "true", str: '"..."'}[want]
+            kind, example = {int: ("an integer", "2222"), bool: ("true or false", "true")}.get(
+                want, ("a string", '"..."')
+            )
             raise WorkbenchError(
-                f"{where}: {f.name} must be a {want.__name__} (e.g. {f.name} = {example}), not {value!r}."
+                f"{where}: {f.name} must be {kind} (e.g. {f.name} = {example}), not {value!r}."
             )
 
 
@@ -192,7 +194,7 @@ def check_user(user: str, where: str = "ssh user") -> str:
     """``user`` if it is a plain login name; WorkbenchError otherwise."""
     if not isinstance(user, str) or not _USER.fullmatch(user):
         raise WorkbenchError(
-            f"{where} {user!r} is not a login name: lower-case letters, digits and _ . -, "
+            f"{where} {user!r} is not a login name: letters, digits and _ . -, "
             "starting with a letter or _ (e.g. root)."
         )
     return user
