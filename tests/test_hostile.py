@@ -399,7 +399,9 @@ def test_a_board_failing_before_its_first_sample(tmp_path, monkeypatch, capsys):
         yield
 
     monkeypatch.setattr(compare_board, "compute_divergence", lambda *a, **k: _divergence({"simulator": 30.0}))
-    monkeypatch.setattr(compare_board, "_board_tensors", fails)
+    # main moves the board loop to workbench.runners.board.run_on_board: patch whichever exists
+    board_loop = "run_on_board" if hasattr(compare_board, "run_on_board") else "_board_tensors"
+    monkeypatch.setattr(compare_board, board_loop, fails)
     model = OnnxModel.from_proto(SYNTHETIC["conv-relu-sigmoid"]())
     board = Board("rock", "ssh", "rk3588", host="127.0.0.1")
     calibration = default_calibration_set()
