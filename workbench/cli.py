@@ -1,8 +1,15 @@
-"""`rknn-workbench`: the same library calls as the notebooks, from a shell."""
+"""`rknn-workbench`: the same library calls as the notebooks, from a shell.
+
+Exit codes: 0 done (and every gate passed), 1 a gate failed (thresholds missed, a partial
+board run, a model that does not fit the NPU, a board not ready), 2 the command could not
+run (bad input, an error; one line on stderr, the traceback with --debug), 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -11,8 +18,11 @@ from workbench.errors import WorkbenchError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rknn-workbench", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="rknn-workbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
+    commands = _Commands(parser.add_subparsers(dest="command", required=True))
 
     demo = commands.add_parser(
         "demo", help="quantize a zoo model, compare it per layer with float, write a report"
@@ -180,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--json", action="store_true", help="print the report path and verdict as JSON")
     report.set_defaults(func=_report)
 
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0), or a bad option that argparse explained (2)
+        return stop.code if isinstance(stop.code, int) else 2
     try:
         return args.func(args)
     except WorkbenchError as err:
@@ -189,6 +202,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: earlier runs are untouched", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug or an unforeseen input: exit 2, never 1 (a gate's code)
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        what = (str(err).strip().splitlines() or [""])[0][:300]
+        print(f"error: {type(err).__name__}: {what}; run with --debug for the traceback", file=sys.stderr)
+        return 2
+
+
+class _Commands:
+    """The subcommand registry; every subcommand also takes --debug (after its name)."""
+
+    def __init__(self, subparsers):
+        self.subparsers = subparsers
+        self.debug = argparse.ArgumentParser(add_help=False)
+        self.debug.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error"
+        )
+
+    def add_parser(self, name: str, *, parents=(), **kwargs) -> argparse.ArgumentParser:
+        return self.subparsers.add_parser(name, parents=[*parents, self.debug], **kwargs)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -202,6 +237,7 @@ def _demo(args: argparse.Namespace) -> int:
     from workbench.task.explain import explain_flips
     from workbench.viz.report import write_report
 
+    _writable_parent(Path(args.runs_dir).resolve() / "run", "--runs-dir")
     name = args.model or DEFAULT_MODEL
     entry = zoo_entry(name)
     print(f"model: {name} ({entry.description})")
@@ -225,7 +261,7 @@ def _demo(args: argparse.Namespace) -> int:
         next_step = _demo_next_step(model, config, calibration, data, adapter, answers, flips)
     else:
         print(f"2. where: no answer changes; per-layer divergence on {args.samples} sample(s) for reference")
-        result = compute_divergence(model, config, calibration, calibration.head(args.samples))
+        result = compute_divergence(model, config, calibration, _head(calibration, args.samples))
         next_step = (
             f"none needed for these {len(data)} samples: int8 keeps every answer. Judge it on your own "
             f"data: rknn-workbench evaluate {name} --data DIR (a folder per class, CSV, COCO json, ...)."
@@ -279,8 +315,11 @@ def _diverge(args: argparse.Namespace) -> int:
 
     if args.board and args.mode == "snapshot":
         raise WorkbenchError("--board compares in mark-all mode only: drop --mode snapshot (or --board).")
+    _check_thresholds(args)
+    if args.out:
+        _check_output_dir(args.out, "--out", "divergence.parquet", empty_ok=True)
     model, calibration, config = _conversion(args)
-    samples = calibration.head(args.samples)
+    samples = _head(calibration, args.samples)
     partial = None
     if args.board:
         from workbench.board.config import get_board
@@ -303,10 +342,11 @@ def _diverge(args: argparse.Namespace) -> int:
     if answers is not None:
         answers.save(run)
     gate = _gate(result, args)
-    code = 1 if partial or not gate["passed"] else 0
+    code = 0 if gate.passed else 1
     if args.json:
         summary = result.first_divergence().to_dict("records")
-        print(_json({"run": str(run), "meta": result.meta, "gate": gate, "summary": summary}, default=str))
+        out = {"run": str(run), "meta": result.meta, "gate": gate.to_dict(), "summary": summary}
+        print(_json(out, default=str))
         return code
     print(f"run saved: {run}")
     if answers is not None:
@@ -342,29 +382,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     from workbench.task.evaluate import evaluate
 
     for flag, value in (("--min-agreement", args.min_agreement), ("--max-drop", args.max_drop)):
-        if value is not None and not 0 <= value <= 1:
+        if value is not None and not 0 <= value <= 1:  # NaN fails too
             raise WorkbenchError(f"{flag} {value}: give a fraction between 0 and 1, e.g. 0.95.")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = _check_output_dir(
+        args.out or Path("runs") / f"{stamp}-answers", "--out", "answers.parquet", empty_ok=True
+    )
     model, calibration, config = _conversion(args)
     adapter = task_adapter(args.model, model, args.task, args.dict)
     data = task_data(args.model, args.data)
     if args.samples is not None:
         if args.samples < 1:
             raise WorkbenchError(f"--samples {args.samples}: give 1 or more.")
-        if args.samples > len(data):
-            print(
-                f"using {len(data)} of {args.samples} requested samples: the set has {len(data)}",
-                file=sys.stderr,
-            )
-        data = data.head(args.samples)
+        data = _head(data, args.samples)
     board = None
     if args.board:
         from workbench.board.config import get_board
 
         board = get_board(args.board)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out or Path("runs") / f"{stamp}-{model.name}-answers")
-    if out.exists() and not out.is_dir():
-        raise WorkbenchError(f"--out {str(out)!r} is a file: give a folder for the run.")
     result = evaluate(model, config, calibration, data, adapter, board=board, progress=not args.json)
     run = result.save(out)
     reasons = result.check(args.min_agreement, args.max_drop)
@@ -455,56 +490,97 @@ def _conversion(args: argparse.Namespace):
     return model, calibration, config
 
 
-def _gate(result, args: argparse.Namespace) -> dict:
-    """The --min-sqnr / --min-cosine verdict on the model outputs (or, with --per-layer,
-    every compared layer): passed, and the layers that fail."""
-    import pandas as pd
+def _gate(result, args: argparse.Namespace):
+    """The library's gate (workbench.gates) with the --min-sqnr / --min-cosine / --per-layer options."""
+    from workbench.gates import gate
 
-    summary = result.summary()
-    outputs = list(result.meta.get("model", {}).get("outputs", {}))
-    checked = summary if args.per_layer else summary[summary.layer.isin(outputs)]
-    gated = args.min_sqnr is not None or args.min_cosine is not None
-    if gated and checked.empty:
-        raise WorkbenchError(
-            f"No compared {'layer' if args.per_layer else 'model output'} to check the thresholds on: "
-            "the run has none (see its summary); use --per-layer to gate on every layer."
-        )
-    bad = pd.Series(False, index=checked.index)
-    if args.min_sqnr is not None:  # NaN (no value) fails too
-        bad |= ~(checked.sqnr_db_mean >= args.min_sqnr)
-    if args.min_cosine is not None:
-        bad |= ~(checked.cosine_mean >= args.min_cosine)
-    failing = checked[bad]
-    return {
-        "min_sqnr_db": args.min_sqnr,
-        "min_cosine": args.min_cosine,
-        "scope": "every layer" if args.per_layer else "model outputs",
-        "checked": len(checked),
-        "passed": failing.empty,
-        "failing": failing[["layer", "op_type", "sqnr_db_mean", "cosine_mean"]].to_dict("records"),
-    }
+    return gate(result, args.min_sqnr, args.min_cosine, args.per_layer)
 
 
-def _print_gate(gate: dict) -> None:
-    if gate["min_sqnr_db"] is None and gate["min_cosine"] is None:
-        return
+def _print_gate(gate) -> None:
+    """PASS on stdout, FAIL and its reasons on stderr; nothing for an ungated complete run."""
     limits = " and ".join(
         f"{name} >= {value}"
-        for name, value in (("SQNR", gate["min_sqnr_db"]), ("cosine", gate["min_cosine"]))
+        for name, value in (("SQNR", gate.min_sqnr_db), ("cosine", gate.min_cosine))
         if value is not None
     )
-    if gate["passed"]:
-        print(f"PASS: {gate['checked']} {gate['scope']} meet {limits}")
+    on = f" on {', '.join(gate.backends)}" if len(gate.backends) > 1 else ""
+    if gate.passed:
+        if gate.gated:
+            print(f"PASS: {gate.checked} {gate.scope} meet {limits}{on}")
         return
-    print(
-        f"FAIL: {len(gate['failing'])} of {gate['checked']} {gate['scope']} miss {limits}:", file=sys.stderr
-    )
-    for row in gate["failing"][:10]:
+    for reason in gate.reasons:
+        if reason.startswith("partial run"):
+            print(f"FAIL: {reason}", file=sys.stderr)
+    failing = gate.failing
+    if failing:
+        print(f"FAIL: {len(failing)} of {gate.checked} {gate.scope} miss {limits}{on}:", file=sys.stderr)
+    for row in failing[:10]:
+        where = f" [{row['backend']}]" if on else ""
         print(
-            f"  {row['layer']} ({row['op_type']}): SQNR {row['sqnr_db_mean']:.2f} dB, "
+            f"  {row['layer']} ({row['op_type']}){where}: SQNR {row['sqnr_db_mean']:.2f} dB, "
             f"cosine {row['cosine_mean']:.5f}",
             file=sys.stderr,
         )
+    for reason in gate.reasons:
+        if "no compared" in reason:
+            print(f"FAIL: {reason}", file=sys.stderr)
+
+
+def _check_thresholds(args: argparse.Namespace) -> None:
+    """Refuse NaN and infinite thresholds before any work (NaN would make every check pass)."""
+    for flag in ("min_sqnr", "min_cosine", "target_sqnr", "target_cosine", "cos_thresh"):
+        value = getattr(args, flag, None)
+        if value is not None and not math.isfinite(value):
+            raise WorkbenchError(f"--{flag.replace('_', '-')} {value}: give a finite number.")
+
+
+def _head(calibration, n: int):
+    """The first ``n`` samples; says so on stderr when the set has fewer."""
+    if n > len(calibration):
+        print(
+            f"using {len(calibration)} of {n} requested samples: the set has {len(calibration)}",
+            file=sys.stderr,
+        )
+    return calibration.head(n)
+
+
+def _writable_parent(path: Path, flag: str) -> None:
+    """The first existing folder above ``path`` must be a writable folder."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise WorkbenchError(f"{flag} {str(path)!r}: {str(parent)!r} is a file, not a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WorkbenchError(f"{flag} {str(path)!r}: cannot write into {str(parent)!r} (permission denied).")
+
+
+def _check_output_file(path: str | Path, flag: str) -> Path:
+    """Before any work: ``path`` can be written as a file (not a folder; writable parent)."""
+    path = Path(path).resolve()
+    if path.is_dir():
+        raise WorkbenchError(
+            f"{flag} {str(path)!r} is a folder: give a file path, e.g. {path / 'model.rknn'}."
+        )
+    _writable_parent(path, flag)
+    return path
+
+
+def _check_output_dir(path: str | Path, flag: str, marker: str, *, empty_ok: bool) -> Path:
+    """Before any work: ``path`` can take a run (new, an earlier run holding ``marker``, or
+    empty when ``empty_ok``); a file, a foreign non-empty folder or an unwritable parent is
+    refused, so that minutes of work are not lost at the save."""
+    path = Path(path).resolve()
+    if path.exists() and not path.is_dir():
+        raise WorkbenchError(f"{flag} {str(path)!r} is a file: give a folder for the run.")
+    if path.is_dir() and not (path / marker).is_file() and (not empty_ok or any(path.iterdir())):
+        raise WorkbenchError(
+            f"{flag} {str(path)!r} exists and is not an earlier run (no {marker}): give a new folder, "
+            "so nothing of yours is replaced."
+        )
+    _writable_parent(path, flag)
+    return path
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -512,8 +588,10 @@ def _build(args: argparse.Namespace) -> int:
     from workbench.rknn.buildlog import parse_layer_table
     from workbench.rknn.session import ToolkitSession
 
+    if args.output:
+        _check_output_file(args.output, "-o")
     model, calibration, config = _conversion(args)
-    output = Path(args.output or f"{model.name}-{args.platform}.rknn").resolve()
+    output = _check_output_file(args.output or f"{model.name}-{args.platform}.rknn", "-o")
     if not args.json:
         print(f"building {model.name} for {args.platform} ({config.variant}) ...", flush=True)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -557,19 +635,22 @@ def _fix(args: argparse.Namespace) -> int:
     from workbench.fix.search import search_mixed_precision
     from workbench.viz.report import write_report
 
+    if args.float_layers or args.auto_hybrid:
+        raise WorkbenchError(
+            "fix chooses the float16 layers itself and compares with auto_hybrid: drop --float-layers "
+            "and --auto-hybrid (--cos-thresh sets the auto_hybrid it compares with)."
+        )
+    _check_thresholds(args)
+    if args.out:
+        _check_output_dir(args.out, "--out", "search.json", empty_ok=False)
     if args.target_agreement is not None:
         return _fix_answers(args)
     if args.target_sqnr is None and args.target_cosine is None:
         raise WorkbenchError(
             "fix needs a target: --target-agreement A (answers), --target-sqnr DB and/or --target-cosine C."
         )
-    if args.float_layers or args.auto_hybrid:
-        raise WorkbenchError(
-            "fix chooses the float16 layers itself and compares with auto_hybrid: drop --float-layers "
-            "and --auto-hybrid (--cos-thresh sets the auto_hybrid it compares with)."
-        )
     model, calibration, config = _conversion(args)
-    samples = calibration.head(args.samples)
+    samples = _head(calibration, args.samples)
     result = search_mixed_precision(
         model,
         config,
@@ -612,11 +693,11 @@ def _split(args: argparse.Namespace) -> int:
     and (unless --no-verify) int8 vs int8-split against float on the simulator."""
     from workbench.fix.split_outputs import mixed_range_outputs, split_outputs, verify_split
 
-    model, calibration, config = _conversion(args)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.output or Path("runs") / f"{stamp}-{model.name}-split")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise WorkbenchError(f"-o {str(out)!r} exists and is not an empty folder: give a new folder.")
+    out = _check_output_dir(
+        args.output or Path("runs") / f"{stamp}-split", "-o", "join_outputs.py", empty_ok=True
+    )
+    model, calibration, config = _conversion(args)
     findings = mixed_range_outputs(model, calibration, config.preprocess)
     if not findings:
         print("no output mixes value ranges under one scale: nothing to split")
@@ -888,20 +969,46 @@ def _zoo(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from workbench.compare.divergence import Divergence
     from workbench.task.evaluate import TaskResult
     from workbench.viz.report import write_report
 
-    result = Divergence.load(args.run)
+    _check_thresholds(args)
+    output = _check_output_file(args.output or Path(args.run) / "report.html", "-o")
+    result = _load_run(args.run)
     answers = TaskResult.load(args.run) if TaskResult.exists(args.run) else None
-    path = write_report(result, args.output or Path(args.run) / "report.html", answers=answers)
+    path = write_report(result, output, answers=answers)
     gate = _gate(result, args)
     if args.json:
-        print(_json({"report": str(path), "gate": gate}, default=str))
+        print(_json({"report": str(path), "gate": gate.to_dict()}, default=str))
     else:
         print(path)
         _print_gate(gate)
-    return 0 if gate["passed"] else 1
+    return 0 if gate.passed else 1
+
+
+def _load_run(folder: str):
+    """The saved run, or WorkbenchError naming the folder when it is damaged."""
+    from workbench.compare.divergence import COLUMNS, Divergence
+
+    try:
+        result = Divergence.load(folder)
+    except WorkbenchError:
+        raise
+    except Exception as err:  # pyarrow / json errors on a half-written or foreign file
+        what = (str(err).strip().splitlines() or [""])[0][:200]
+        raise WorkbenchError(
+            f"{folder!r} holds a damaged run: its divergence.parquet or meta.json cannot be read "
+            f"({type(err).__name__}: {what}). It was cut short or is not a workbench run: compute "
+            "it again with `rknn-workbench diverge ... --out` into a new folder."
+        ) from None
+    missing = [c for c in COLUMNS if c not in result.table.columns]
+    if not isinstance(result.meta, dict) or missing:
+        problem = f"columns {missing} missing" if missing else "meta.json is not a JSON object"
+        raise WorkbenchError(
+            f"{folder!r} is not a workbench run ({problem}): compute it again with `rknn-workbench "
+            "diverge ... --out` into a new folder."
+        )
+    return result
 
 
 if __name__ == "__main__":

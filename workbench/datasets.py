@@ -31,9 +31,21 @@ def datasets_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Where fetched models live (override with RKNN_WORKBENCH_CACHE)."""
+    """Where fetched models and cached runs live (override with RKNN_WORKBENCH_CACHE).
+
+    Created private (0700; an existing one of ours is tightened to 0700): cached runs hold
+    sample paths and tensors of the user's data, which other users must not read.
+    """
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rknn-workbench"
-    return Path(os.environ.get("RKNN_WORKBENCH_CACHE", default))
+    root = Path(os.environ.get("RKNN_WORKBENCH_CACHE", default))
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = root.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            root.chmod(0o700)
+    except OSError:  # read-only home: callers that write into it say so themselves
+        pass
+    return root
 
 
 # ---------------------------------------------------------------------- calibration sets
@@ -65,14 +77,7 @@ class CalibrationSet:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            row = tuple((path.parent / p).resolve() for p in line.split())
-            for p in row:
-                if not p.is_file():
-                    raise DatasetError(
-                        f"{str(path)!r} line {number} names {str(p)!r}, which does not exist. "
-                        "Paths are relative to the list file."
-                    )
-            rows.append(row)
+            rows.append(_row(path, number, line))
             lines.append(number)
         if not rows:
             raise DatasetError(f"Dataset list {str(path)!r} names no samples.")
@@ -160,6 +165,26 @@ class CalibrationSet:
             raise DatasetError("The calibration set is empty: give at least one sample.")
         for _ in self.samples(input_shapes, preprocess):
             pass
+
+
+def _row(path: Path, number: int, line: str) -> tuple[Path, ...]:
+    """The files of one dataset.txt line, resolved against the list's folder."""
+    if "\0" in line:
+        raise DatasetError(
+            f"{str(path)!r} line {number} holds a NUL byte: a dataset list is plain text, one sample "
+            "per line. Rewrite that line (the file may be binary or damaged)."
+        )
+    try:
+        row = tuple((path.parent / p).resolve() for p in line.split())
+        missing = next((p for p in row if not p.is_file()), None)
+    except (OSError, ValueError, RuntimeError) as err:  # name too long, symlink loop
+        raise DatasetError(f"{str(path)!r} line {number}: cannot use the path ({err}).") from None
+    if missing is not None:
+        raise DatasetError(
+            f"{str(path)!r} line {number} names {str(missing)!r}, which does not exist. "
+            "Paths are relative to the list file."
+        )
+    return row
 
 
 def default_calibration_set() -> CalibrationSet:

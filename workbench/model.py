@@ -25,6 +25,10 @@ from workbench.errors import (
 
 #: Highest default-domain opset rknn-toolkit2 2.x accepts.
 TOOLKIT_MAX_OPSET = 19
+#: Largest model input accepted, in elements (2**28 = 268M, 1 GiB of float32): far above any
+#: NPU input (a 4K RGB image is 25M), and below what makes onnxruntime and OpenCV fail
+#: allocating (a 1x3x1000000000x1 input asks for 12 GB).
+MAX_INPUT_ELEMENTS = 2**28
 _STANDARD_DOMAINS = ("", "ai.onnx")
 
 
@@ -247,6 +251,7 @@ def _load_external_data(proto: ModelProto, path: Path) -> None:
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        _check_external_location(path, tensor.name, location)
         if not (base / location).is_file():
             raise ModelError(
                 f"{str(path)!r} keeps the weights of {tensor.name!r} in an external file "
@@ -256,8 +261,22 @@ def _load_external_data(proto: ModelProto, path: Path) -> None:
             )
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, str(base))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, onnx.checker.ValidationError) as err:
         raise ModelError(f"Could not read the external data of {str(path)!r}: {err}") from err
+
+
+def _check_external_location(path: Path, tensor: str, location: str) -> None:
+    """Refuse external data outside the model's folder: an absolute path, ``..`` or a
+    symlink leading out (a model file must not make the workbench read /etc/passwd)."""
+    base = path.parent.resolve()
+    target = (base / location).resolve()
+    if Path(location).is_absolute() or ".." in Path(location).parts or not target.is_relative_to(base):
+        raise ModelError(
+            f"{str(path)!r}: the weights of {tensor!r} point outside the model's folder "
+            f"(external data location {location!r} -> {str(target)!r}). Only files inside "
+            f"{str(base)!r} are read: put the data file there (not a link to elsewhere), or "
+            "re-save the model with onnx.save(model, path, save_as_external_data=False)."
+        )
 
 
 def _check_domains(proto: ModelProto, where: str, allow: bool) -> None:
@@ -338,6 +357,14 @@ def _fix_input_shapes(proto: ModelProto, shapes: Mapping[str, Sequence[int]], wh
         for dim, value in zip(dims, given):
             dim.Clear()
             dim.dim_value = value
+    for inp in inputs:
+        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+        if _numel(dims) > MAX_INPUT_ELEMENTS:
+            raise InputShapeError(
+                f"Input {inp.name!r} of {where} has shape {dims}: {_numel(dims):,} elements, above the "
+                f"limit of {MAX_INPUT_ELEMENTS:,} (workbench.model.MAX_INPUT_ELEMENTS; 1 GiB of float32). "
+                "No NPU takes an input that large: check the shape (e.g. 1,3,640,640)."
+            )
     # Shapes computed from the old symbolic dims are stale now: let inference redo them.
     del graph.value_info[:]
     for out in graph.output:

@@ -21,6 +21,10 @@ import numpy as np
 from workbench.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Largest image decoded, in pixels (2**28 = 268M, e.g. 16384 x 16384): a small compressed
+#: file can declare a huge image ("decompression bomb") and take GBs to decode. Checked
+#: from the JPEG and PNG headers before decoding; OpenCV's own limit (2**30) covers the rest.
+MAX_IMAGE_PIXELS = 2**28
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ def _load_image(path: Path, shape: tuple[int, ...], preprocess: Preprocess) -> n
     axis = channel_axis(shape)
     channels = shape[axis]
     height, width = (shape[1], shape[2]) if axis == 3 else (shape[2], shape[3])
+    _check_image_file(path)
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DatasetError(f"OpenCV cannot decode {str(path)!r}: the image is damaged or empty.")
@@ -148,6 +153,62 @@ def _load_image(path: Path, shape: tuple[int, ...], preprocess: Preprocess) -> n
         raise DatasetError(f"{str(path)!r} has {img.shape[2]} channels, the input expects {channels}.")
     x = img[None] if axis == 3 else img.transpose(2, 0, 1)[None]
     return preprocess.normalise(x, axis)
+
+
+def _check_image_file(path: Path) -> None:
+    """Refuse a JPEG cut short (OpenCV decodes what is there and fills the rest with grey,
+    with only a warning on the C stderr) and an image declaring more than MAX_IMAGE_PIXELS."""
+    data = path.read_bytes()
+    size = None
+    if data[:2] == b"\xff\xd8":
+        complete, size = _jpeg_scan(data)
+        if not complete:
+            raise DatasetError(
+                f"{str(path)!r} is a truncated JPEG: it stops before its end marker ({len(data):,} bytes), "
+                "so part of the image would be grey. Copy or download it again, or leave it out."
+            )
+    elif data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if size and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise DatasetError(
+            f"{str(path)!r} declares a {size[0]} x {size[1]} image, above the limit of "
+            f"{MAX_IMAGE_PIXELS:,} pixels (workbench.preprocess.MAX_IMAGE_PIXELS): resize it first."
+        )
+
+
+def _jpeg_scan(data: bytes) -> tuple[bool, tuple[int, int] | None]:
+    """Walk the JPEG's markers to its end-of-image marker (FFD9). Returns whether it was
+    reached and the (width, height) of the frame header. Segments carry their length, so
+    an EXIF thumbnail's own end marker is skipped; data after the end marker is ignored."""
+    pos, size = 2, None
+    while pos + 2 <= len(data):
+        if data[pos] != 0xFF:
+            return False, size
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return True, size
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill byte, RSTn, TEM: no length
+            pos += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            if pos + 9 <= len(data):
+                size = (
+                    int.from_bytes(data[pos + 7 : pos + 9], "big"),
+                    int.from_bytes(data[pos + 5 : pos + 7], "big"),
+                )
+        pos += 2 + length
+        if marker == 0xDA:  # entropy-coded data: runs to the next marker (FF not followed by 00/RSTn)
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= len(data):
+                    return False, size
+                following = data[pos + 1]
+                if following == 0 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+                    pos += 1 if following == 0xFF else 2
+                    continue
+                break
+    return False, size
 
 
 def load_row(

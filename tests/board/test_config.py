@@ -42,7 +42,7 @@ def test_boards_by_name(tmp_path, monkeypatch):
 def test_bad_files_name_the_board_and_setting(tmp_path, text, match):
     (tmp_path / "boards.toml").write_text(text)
     with pytest.raises(WorkbenchError, match=match):
-        load_boards(tmp_path / "boards.toml")
+        get_board("a", tmp_path / "boards.toml")
 
 
 def test_unknown_board_lists_the_configured_ones(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 
 from workbench.board.doctor import doctor, parse_devices, parse_version, restart_rknn_server
 from workbench.cli import main
+from workbench.errors import WorkbenchError
 
 FAKE = Path(__file__).with_name("fake_adb.py")
 
@@ -136,20 +137,22 @@ def test_missing_adb_and_hanging_adb(tmp_path, monkeypatch):
     assert not report.ready and "no answer" in report.checks[0].detail
 
 
-def test_hostile_names_reach_adb_as_single_arguments(tmp_path, monkeypatch):
-    evil_serial = "dev'; rm -rf / #"
+def test_hostile_serial_is_refused_before_adb_runs(tmp_path, monkeypatch):
+    """The toolkit hands the serial to a shell (init_runtime): only a plain serial passes."""
+    adb = _scenario(tmp_path, monkeypatch)
+    for evil in ("dev'; rm -rf / #", "$(touch /tmp/pwned)", "-s", "a b", "x\ny"):
+        with pytest.raises(WorkbenchError, match="is not an adb serial"):
+            doctor(adb, device=evil)
+    assert not (tmp_path / "calls.jsonl").exists()  # adb never ran
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_hostile_dump_folder_reaches_the_board_as_one_shell_word(tmp_path, monkeypatch):
     evil_dir = "/tmp/x; touch /tmp/pwned 'quoted' $(id)"
-    adb = _scenario(
-        tmp_path,
-        monkeypatch,
-        {
-            r"^devices -l$": [0, f"List of devices attached\n{evil_serial} device"],
-        },
-    )
-    report = doctor(adb, device=evil_serial, dump_folder=evil_dir)
+    adb = _scenario(tmp_path, monkeypatch)
+    report = doctor(adb, device="58299137ef51f80d", dump_folder=evil_dir)
     assert report.ready, str(report)
     calls = _calls(tmp_path)
-    assert all(call[1] == evil_serial for call in calls if call[0] == "-s")
     mkdir = next(call[-1] for call in calls if "mkdir" in call[-1])
     assert "'/tmp/x; touch /tmp/pwned '\"'\"'quoted'\"'\"' $(id)'" in mkdir  # one shell word on the board
     assert not Path("/tmp/pwned").exists()

@@ -10,8 +10,8 @@ Checks run in the order users hit the problems (upstream rknn-toolkit2 issues #1
 5. rknn_server and librknnrt versions vs the toolkit (the toolkit refuses rknn_server < 2.3.0),
 6. the dump folder writable with enough free space.
 
-Every adb call is an argument list (no local shell); values sent to the board's shell are
-quoted with shlex.quote.
+Every adb call is an argument list (no local shell) and the serial is checked against a
+strict pattern first; values sent to the board's shell are quoted with shlex.quote.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+from workbench.board.config import check_serial
 from workbench.errors import WorkbenchError
 
 #: Oldest rknn_server the toolkit accepts.
@@ -134,7 +135,13 @@ def doctor(
     timeout: float = 15,
 ) -> DoctorReport:
     """Check the board step by step; stops at the first failure. Never raises for board
-    problems: they are the report's content."""
+    problems: they are the report's content.
+
+    Raises:
+        WorkbenchError: ``device`` is not a plain adb serial (checked before any adb call).
+    """
+    if device is not None:
+        check_serial(device, "--device")
     report = DoctorReport()
     runner = Adb(adb, None, timeout)
     for step in (_adb_binary, _device, _root, _server_running, _versions, _dump_folder):
@@ -302,7 +309,7 @@ def _dump_folder(adb: Adb, report, device, platform, dump_folder) -> Check:
 def connect_board(address: str, adb: str | Path | None = None, timeout: float = 15) -> str:
     """`adb connect` a network board (``IP`` or ``IP:PORT``, port 5555 by default); returns
     the serial to use as device_id."""
-    serial = address if ":" in address else f"{address}:5555"
+    serial = check_serial(address if ":" in address else f"{address}:5555", "board address")
     code, out = Adb(adb, None, timeout).run("connect", serial)
     if (
         code != 0
@@ -319,6 +326,8 @@ def connect_board(address: str, adb: str | Path | None = None, timeout: float = 
 
 def restart_rknn_server(adb: str | Path | None = None, device: str | None = None) -> str:
     """Kill and restart rknn_server on the board; returns its new pid."""
+    if device is not None:
+        check_serial(device, "device")
     runner = Adb(adb, device)
     runner.shell("killall rknn_server 2>/dev/null; (nohup rknn_server >/dev/null 2>&1 &)")
     code, out = runner.shell("sleep 1; pidof rknn_server")

@@ -2,8 +2,9 @@
 and the agent all apply as the user set them up.
 
 Strict host-key checking and batch mode (never a password prompt) are on by default;
-every step has a timeout. Local arguments are lists (no local shell); paths sent to the
-board's shell are quoted with shlex.quote. Files move as tar streams over the connection.
+every step has a timeout. Local arguments are lists (no local shell), the host comes after
+``--`` and is checked against a strict pattern; paths sent to the board's shell are quoted
+with shlex.quote. Files move as tar streams over the connection.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from workbench.board.config import Board
+from workbench.board.config import Board, check_host
 from workbench.errors import WorkbenchError
 
 
@@ -93,7 +94,9 @@ class SshTransport:
             cmd += ["-i", str(Path(b.identity).expanduser()), "-o", "IdentitiesOnly=yes"]
         if b.known_hosts:
             cmd += ["-o", f"UserKnownHostsFile={Path(b.known_hosts).expanduser()}"]
-        return [*cmd, b.host, "--"]
+        # "--" ends ssh's options: nothing after it (the host, then the remote command) can be
+        # read as an option such as -oProxyCommand=..., whatever boards.toml holds.
+        return [*cmd, "--", check_host(b.host, f"board {b.name!r}: host")]
 
     def run(
         self, command: str, *, stdin: bytes | None = None, timeout: float | None = None, what: str = "command"

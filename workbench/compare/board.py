@@ -46,7 +46,10 @@ def board_divergence(
         error = str(err)
     finally:
         bar.close()
-    table = pd.concat([simulator.table, pd.DataFrame(rows, columns=list(COLUMNS))], ignore_index=True)
+    # No board rows (it failed before its first sample): concatenating an empty frame would
+    # turn every column to object dtype, and the summaries would fail with a TypeError.
+    board_rows = [pd.DataFrame(rows, columns=list(COLUMNS))] if rows else []
+    table = pd.concat([simulator.table, *board_rows], ignore_index=True)
     meta = {
         **simulator.meta,
         "backends": ["simulator", backend],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,6 +101,14 @@ class BuildConfig:
             )
         if not isinstance(self.preprocess, Mapping):
             raise ConfigError("preprocess maps input names to Preprocess, e.g. {'images': Preprocess(...)}.")
+        for name, pre in self.preprocess.items():
+            for field_name in ("mean", "std"):
+                values = getattr(pre, field_name) or ()
+                if not all(math.isfinite(v) for v in values):
+                    raise ConfigError(
+                        f"{field_name} {list(values)} of input {name!r} holds NaN or infinity: give finite "
+                        "numbers on the 0-255 pixel scale (e.g. --mean 123.675,116.28,103.53)."
+                    )
 
     def check_model(self, model) -> None:
         """Raise ConfigError if the preprocessing does not fit ``model``'s inputs."""

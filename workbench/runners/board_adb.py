@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.board.config import check_serial
 from workbench.board.outputs import parse_eval_memory, parse_eval_perf, parse_sdk_version
 from workbench.datasets import CalibrationSet
 from workbench.model import OnnxModel
@@ -41,7 +42,9 @@ class AdbBoardRunner(ToolkitRunner):
         timeout: float | None = 1800,
         outputs_only: bool = False,
     ):
-        self.device_id, self.mode, self.outputs_only = device_id, mode, outputs_only
+        # init_runtime hands device_id to a shell: only a plain serial may reach it.
+        self.device_id = check_serial(device_id, "device_id")
+        self.mode, self.outputs_only = mode, outputs_only
         self.backend = f"board:{device_id}"
         super().__init__(model, config, calibration, timeout=timeout)
 

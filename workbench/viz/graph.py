@@ -8,6 +8,7 @@ value per node (support status) or a number (a layer's SQNR), so later results r
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -164,37 +165,114 @@ def _numeric_nodes(fig, nodes, pos, values, hover, colorscale, label) -> None:
     )
 
 
+#: Host header names the Netron server answers (any port); anything else gets 403, so a
+#: web page that rebinds its own DNS name to 127.0.0.1 cannot read the model.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_SERVERS: list[tuple[object, Path]] = []  # (server, private folder) started by netron_view
+
+
 def netron_view(
-    model: OnnxModel | str | Path, *, port: int = 0, proxy: bool | None = None, height: int = 600
+    model: OnnxModel | str | Path,
+    *,
+    port: int = 0,
+    proxy: bool | None = None,
+    height: int = 600,
+    allow_hosts: tuple[str, ...] = (),
 ):
     """Serve the model with Netron on 127.0.0.1 and return an IFrame for the notebook.
 
+    Only a private copy of the model is served: a new folder (mode 0700) holding just the
+    .onnx, deleted by :func:`stop_netron` and at exit (external weights are not copied:
+    Netron shows the graph without them). Requests must carry a Host header naming
+    127.0.0.1, localhost or [::1] (any port), or one of ``allow_hosts``: a page that rebinds
+    its DNS name to 127.0.0.1 gets 403.
+
     When JupyterLab runs on another machine than the browser, the IFrame goes through
     jupyter-server-proxy (``<base_url>proxy/<port>/``) so only Jupyter's own port is
-    needed; ``proxy=None`` picks that whenever jupyter-server-proxy is installed.
+    needed; ``proxy=None`` picks that whenever jupyter-server-proxy is installed. The proxy
+    forwards the browser's Host header: this machine's host name is accepted then too; give
+    the name the browser uses for Jupyter in ``allow_hosts`` if it is another one.
     Returns the IFrame; its ``.src`` is the URL.
     """
-    import netron
+    import atexit
+    import shutil
+    import socket
+    import threading
+    from http.server import ThreadingHTTPServer
+
     from IPython.display import IFrame
 
-    if isinstance(model, OnnxModel):  # a private copy: another frame may serve another model
-        path = model.save(Path(tempfile.mkdtemp(prefix="rknn-wb-netron-")) / "model.onnx")
-    else:
-        path = Path(model)
-    address = netron.serve(str(path), None, ("127.0.0.1", port), False)
-    host, bound = address
-    if proxy is None:
-        proxy = _has_server_proxy()
+    folder = Path(tempfile.mkdtemp(prefix="rknn-wb-netron-"))  # mkdtemp: mode 0700
+    try:
+        # Netron writes the file name into its page: keep it to safe characters.
+        name = re.sub(
+            r"[^A-Za-z0-9._-]", "_", model.name if isinstance(model, OnnxModel) else Path(model).stem
+        )
+        path = folder / f"{name or 'model'}.onnx"
+        if isinstance(model, OnnxModel):
+            model.save(path)
+        else:
+            shutil.copyfile(model, path)
+        path.chmod(0o600)
+        if proxy is None:
+            proxy = _has_server_proxy()
+        hosts = {*LOCAL_HOSTS, *allow_hosts}
+        if proxy:
+            hosts |= {socket.gethostname(), socket.getfqdn()}
+        server = ThreadingHTTPServer(("127.0.0.1", port), _netron_handler(path, hosts))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True, name="netron").start()
+    if not _SERVERS:
+        atexit.register(stop_netron)
+    _SERVERS.append((server, folder))
+    bound = server.server_address[1]
     base = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    url = f"{base.rstrip('/')}/proxy/{bound}/" if proxy else f"http://{host}:{bound}/"
+    url = f"{base.rstrip('/')}/proxy/{bound}/" if proxy else f"http://127.0.0.1:{bound}/"
     return IFrame(url, width="100%", height=height)
 
 
-def stop_netron() -> None:
-    """Stop every Netron server this process started."""
-    import netron
+def _netron_handler(path: Path, hosts: set[str]):
+    """A request handler class for one model: Netron's own handler (its pages, and the
+    model under /data/) behind a Host-header check.
 
-    netron.stop()
+    Netron's ``serve()`` has no Host check and keeps the served model in a class attribute
+    shared by every server, so its handler and content provider (``netron.server``, private
+    names, netron 8-9) are used here with one subclass per model; the tests fail if an
+    update changes them.
+    """
+    from netron import server as netron_server
+
+    class Handler(netron_server._HTTPRequestHandler):
+        content = netron_server._ContentProvider(None, str(path), str(path), path.name)
+
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            host = (self.headers.get("Host") or "").strip().lower()
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name not in hosts and host not in hosts:
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, format, *args):  # quiet, as netron's
+            pass
+
+    return Handler
+
+
+def stop_netron() -> None:
+    """Stop every Netron server netron_view started and delete their private model copies."""
+    import shutil
+
+    while _SERVERS:
+        server, folder = _SERVERS.pop()
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _has_server_proxy() -> bool:
