@@ -4,6 +4,7 @@ fail the test if reached)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -43,6 +44,9 @@ def no_toolkit(monkeypatch):
         started.append(args)
         raise AssertionError("the expensive work started before the input was checked")
 
+    # Modules that bind these names at import are imported first, so none keeps the stand-in.
+    for module in ("workbench.compare.board", "workbench.fix.answers", "workbench.fix.before_after"):
+        importlib.import_module(module)
     monkeypatch.setattr("workbench.rknn.session.ToolkitSession.__init__", refuse)
     monkeypatch.setattr("workbench.compare.divergence.compute_divergence", refuse)
     monkeypatch.setattr("workbench.fix.search.search_mixed_precision", refuse)
