@@ -3,6 +3,7 @@ colours as computed by hand, and a server on 127.0.0.1 that converts the model a
 
 import json
 import os
+import shlex
 import sys
 import urllib.request
 from pathlib import Path
@@ -148,6 +149,7 @@ def test_write_node_data_writes_three_overlays_and_the_model_when_ids_would_diff
     ]
     assert json.loads(paths[0].read_text())["results"]["add"]["value"] == 12.0
     assert me.model_file(named) == tmp_path / "named.onnx"
+    assert not (tmp_path / "run" / "model.onnx").exists()  # the original file gives the same ids
 
     bare = residual_add()
     for node in bare.graph.node:
@@ -155,7 +157,7 @@ def test_write_node_data_writes_three_overlays_and_the_model_when_ids_would_diff
     unnamed = OnnxModel.load(onnx_file(tmp_path / "unnamed.onnx", bare))
     run = Divergence(result.table, {**result.meta, "model": {"path": str(unnamed.path)}})
     paths = me.write_node_data(run, tmp_path / "run2", unnamed)
-    assert paths[-1] == tmp_path / "run2" / "model.onnx"
+    assert len(paths) == 3 and (tmp_path / "run2" / "model.onnx").is_file()
     assert me.model_file(unnamed) is None
     assert set(json.loads(paths[0].read_text())["results"]) == {"Relu_1", "Add_3", "Relu_4"}
 
@@ -177,6 +179,19 @@ def test_url_is_the_model_explorer_config_encoding_and_goes_through_the_proxy(tm
     config.add_node_data_from_path(str(overlay))
     assert url.split("?data=", 1)[1] == config.to_url_param_value()
     assert json.loads(unquote(url.split("?data=", 1)[1]))["nodeData"] == [str(overlay)]
+
+
+def test_standalone_command_parses_with_model_explorers_own_command_line(tmp_path, monkeypatch):
+    overlays = [tmp_path / "node_data_sqnr.json", tmp_path / "node data verdict.json"]
+    command = me.standalone_command(tmp_path / "m.onnx", overlays)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(sys, "argv", shlex.split(command))
+    monkeypatch.delitem(sys.modules, "model_explorer.cmdline", raising=False)
+    from model_explorer import cmdline  # parses sys.argv when imported
+
+    assert cmdline.args.model_paths == [str(tmp_path / "m.onnx")]
+    assert cmdline.args.node_data_paths.split(",") == [str(p) for p in overlays]
+    assert cmdline.args.extensions == "model_explorer_onnx" and cmdline.args.no_open_in_browser
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +237,8 @@ def test_keys_are_the_adapters_node_ids(server, result, tmp_path):
     for node in bare.graph.node:
         node.name = ""
     unnamed = OnnxModel.load(onnx_file(tmp_path / "unnamed.onnx", bare))
-    served = me.write_node_data(result, tmp_path / "run", unnamed)[-1]  # the prepared copy
+    me.write_node_data(result, tmp_path / "run", unnamed)
+    served = tmp_path / "run" / "model.onnx"  # the prepared copy
     keys = set(json.loads((tmp_path / "run" / "node_data_support.json").read_text())["results"])
     assert keys <= _adapter_node_ids(server, served)
     assert not keys & _adapter_node_ids(server, unnamed.path)  # the original file: <node_i>

@@ -113,16 +113,19 @@ def write_node_data(result, folder: str | Path, model: OnnxModel | None = None) 
     Writes ``node_data_sqnr.json``, ``node_data_verdict.json`` and ``node_data_support.json``.
     The node ids are those of the prepared model; when the model file itself would give
     Model Explorer other ids (it has unnamed nodes, or there is no file), the prepared
-    model is written too, as ``model.onnx``, and is the file to open. A standalone Model
-    Explorer (``pip install ai-edge-model-explorer model-explorer-onnx``) then shows them::
+    model is written too, as ``model.onnx``, and is the file to open (see
+    :func:`model_file`). A standalone Model Explorer
+    (``pip install ai-edge-model-explorer model-explorer-onnx``) then shows them
+    (:func:`standalone_command` writes this line for a run)::
 
-        model-explorer MODEL.onnx --extensions=model_explorer_onnx \\
+        model-explorer MODEL.onnx --extensions=model_explorer_onnx --no_open_in_browser \\
             --node_data_paths=RUN/node_data_sqnr.json,RUN/node_data_verdict.json,RUN/node_data_support.json
 
-    (the overlays are picked in the side panel; ``--host``/``--port`` choose the address.)
+    and prints the URL to open (``--host``/``--port`` choose the address; the overlays are
+    switched in the side panel).
 
     Returns:
-        the paths written: the three JSON files, then ``model.onnx`` when it was needed.
+        the three JSON files.
     """
     model = model or _model_of(result)
     folder = Path(folder)
@@ -135,8 +138,19 @@ def write_node_data(result, folder: str | Path, model: OnnxModel | None = None) 
         tmp.replace(path)
         paths.append(path)
     if model_file(model) is None:
-        paths.append(model.save(folder / "model.onnx"))
+        model.save(folder / "model.onnx")
     return paths
+
+
+def standalone_command(model_path: str | Path, node_data_paths: Sequence[str | Path]) -> str:
+    """The shell command that opens the model with the overlays in a standalone Model Explorer."""
+    import shlex
+
+    paths = ",".join(str(Path(p).resolve()) for p in node_data_paths)
+    return (
+        f"model-explorer {shlex.quote(str(Path(model_path).resolve()))} --extensions={EXTENSION} "
+        f"--no_open_in_browser --node_data_paths={shlex.quote(paths)}"
+    )
 
 
 def model_file(model: OnnxModel) -> Path | None:
