@@ -158,6 +158,8 @@ def test_write_node_data_writes_three_overlays_and_the_model_when_ids_would_diff
     run = Divergence(result.table, {**result.meta, "model": {"path": str(unnamed.path)}})
     paths = me.write_node_data(run, tmp_path / "run2", unnamed)
     assert len(paths) == 3 and (tmp_path / "run2" / "model.onnx").is_file()
+    assert shlex.split(me.standalone_command(unnamed, paths))[1] == str(tmp_path / "run2" / "model.onnx")
+    assert shlex.split(me.standalone_command(named, paths))[1] == str(tmp_path / "named.onnx")
     assert me.model_file(unnamed) is None
     assert set(json.loads(paths[0].read_text())["results"]) == {"Relu_1", "Add_3", "Relu_4"}
 

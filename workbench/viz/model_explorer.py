@@ -116,7 +116,7 @@ def write_node_data(result, folder: str | Path, model: OnnxModel | None = None) 
     model is written too, as ``model.onnx``, and is the file to open (see
     :func:`model_file`). A standalone Model Explorer
     (``pip install ai-edge-model-explorer model-explorer-onnx``) then shows them
-    (:func:`standalone_command` writes this line for a run)::
+    (``standalone_command(model, paths)`` writes this line for a run)::
 
         model-explorer MODEL.onnx --extensions=model_explorer_onnx --no_open_in_browser \\
             --node_data_paths=RUN/node_data_sqnr.json,RUN/node_data_verdict.json,RUN/node_data_support.json
@@ -142,14 +142,32 @@ def write_node_data(result, folder: str | Path, model: OnnxModel | None = None) 
     return paths
 
 
-def standalone_command(model_path: str | Path, node_data_paths: Sequence[str | Path]) -> str:
-    """The shell command that opens the model with the overlays in a standalone Model Explorer."""
+def standalone_command(model: str | Path | OnnxModel, node_data_paths: Sequence[str | Path]) -> str:
+    """The shell command that opens the model with the overlays in a standalone Model Explorer.
+
+    ``model`` is the .onnx file, or the OnnxModel (its file, or the prepared ``model.onnx``
+    that :func:`write_node_data` put beside the node data).
+    """
     import shlex
 
+    path = _served_file(model, node_data_paths)
     paths = ",".join(str(Path(p).resolve()) for p in node_data_paths)
     return (
-        f"model-explorer {shlex.quote(str(Path(model_path).resolve()))} --extensions={EXTENSION} "
+        f"model-explorer {shlex.quote(str(path.resolve()))} --extensions={EXTENSION} "
         f"--no_open_in_browser --node_data_paths={shlex.quote(paths)}"
+    )
+
+
+def _served_file(model: str | Path | OnnxModel, node_data_paths: Sequence[str | Path]) -> Path:
+    """The file whose node ids match the node data: the model's own, the prepared copy
+    beside the node data, or a new prepared copy."""
+    if not isinstance(model, OnnxModel):
+        return Path(model)
+    beside = [Path(p).parent / "model.onnx" for p in node_data_paths]
+    return (
+        model_file(model)
+        or next((p for p in beside if p.is_file()), None)
+        or model.save(Path(tempfile.mkdtemp(prefix="rknn-wb-model-explorer-")) / f"{model.name}.onnx")
     )
 
 
@@ -327,8 +345,9 @@ def explorer_view(
     the process (the kernel) exits, or with :func:`stop_server`.
 
     Args:
-        model_path: the .onnx file, or an OnnxModel (its prepared copy is served, so its
-            node names match :func:`node_data`).
+        model_path: the .onnx file, or an OnnxModel: then its file, or its prepared copy
+            (beside the node data, from :func:`write_node_data`, or a new one), so the node
+            ids match :func:`node_data`.
         node_data_paths: node-data JSON files, e.g. from :func:`write_node_data`.
         port: the server's port (a free one by default).
         base_url: Jupyter's base URL: the frame then goes through jupyter-server-proxy
@@ -343,10 +362,7 @@ def explorer_view(
     """
     from IPython.display import IFrame
 
-    if isinstance(model_path, OnnxModel):
-        model_path = model_file(model_path) or model_path.save(
-            Path(tempfile.mkdtemp(prefix="rknn-wb-model-explorer-")) / f"{model_path.name}.onnx"
-        )
+    model_path = _served_file(model_path, node_data_paths)
     bound = start_server(port)
     if base_url is None and _in_jupyter():
         base_url = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
