@@ -181,6 +181,14 @@ def test_url_is_the_model_explorer_config_encoding_and_goes_through_the_proxy(tm
     config.add_node_data_from_path(str(overlay))
     assert url.split("?data=", 1)[1] == config.to_url_param_value()
     assert json.loads(unquote(url.split("?data=", 1)[1]))["nodeData"] == [str(overlay)]
+    data = json.loads(
+        unquote(me.explorer_url(model, [overlay, model], port=1, select="add").split("=", 1)[1])
+    )
+    assert data["nodeData"] == [str(model), str(overlay)]  # the first overlay loads last: it is shown
+    assert data["uiState"]["paneStates"][0]["selectedNodeId"] == "add"
+    assert data["uiState"]["paneStates"][0]["deepestExpandedGroupNodeIds"] == []
+    data = json.loads(unquote(me.explorer_url(model, port=1, expand_all=True).split("=", 1)[1]))
+    assert data["uiState"]["paneStates"][0]["deepestExpandedGroupNodeIds"] == ["___all___"]
 
 
 def test_standalone_command_parses_with_model_explorers_own_command_line(tmp_path, monkeypatch):
@@ -192,7 +200,8 @@ def test_standalone_command_parses_with_model_explorers_own_command_line(tmp_pat
     from model_explorer import cmdline  # parses sys.argv when imported
 
     assert cmdline.args.model_paths == [str(tmp_path / "m.onnx")]
-    assert cmdline.args.node_data_paths.split(",") == [str(p) for p in overlays]
+    # Model Explorer shows the overlay it loads last: the first one given is loaded last
+    assert cmdline.args.node_data_paths.split(",") == [str(p) for p in overlays[::-1]]
     assert cmdline.args.extensions == "model_explorer_onnx" and cmdline.args.no_open_in_browser
 
 

@@ -119,10 +119,10 @@ def write_node_data(result, folder: str | Path, model: OnnxModel | None = None) 
     (``standalone_command(model, paths)`` writes this line for a run)::
 
         model-explorer MODEL.onnx --extensions=model_explorer_onnx --no_open_in_browser \\
-            --node_data_paths=RUN/node_data_sqnr.json,RUN/node_data_verdict.json,RUN/node_data_support.json
+            --node_data_paths=RUN/node_data_support.json,RUN/node_data_verdict.json,RUN/node_data_sqnr.json
 
-    and prints the URL to open (``--host``/``--port`` choose the address; the overlays are
-    switched in the side panel).
+    and prints the URL to open (``--host``/``--port`` choose the address). It shows the
+    overlay it loads last (here SQNR); the others are switched on in the side panel.
 
     Returns:
         the three JSON files.
@@ -143,7 +143,8 @@ def write_node_data(result, folder: str | Path, model: OnnxModel | None = None) 
 
 
 def standalone_command(model: str | Path | OnnxModel, node_data_paths: Sequence[str | Path]) -> str:
-    """The shell command that opens the model with the overlays in a standalone Model Explorer.
+    """The shell command that opens the model with the overlays in a standalone Model Explorer
+    (the first overlay is the one shown).
 
     ``model`` is the .onnx file, or the OnnxModel (its file, or the prepared ``model.onnx``
     that :func:`write_node_data` put beside the node data).
@@ -151,7 +152,7 @@ def standalone_command(model: str | Path | OnnxModel, node_data_paths: Sequence[
     import shlex
 
     path = _served_file(model, node_data_paths)
-    paths = ",".join(str(Path(p).resolve()) for p in node_data_paths)
+    paths = ",".join(str(Path(p).resolve()) for p in _shown_first(node_data_paths))
     return (
         f"model-explorer {shlex.quote(str(path.resolve()))} --extensions={EXTENSION} "
         f"--no_open_in_browser --node_data_paths={shlex.quote(paths)}"
@@ -314,21 +315,39 @@ def explorer_url(
     *,
     port: int,
     base_url: str | None = None,
+    select: str | None = None,
+    expand_all: bool = False,
 ) -> str:
     """The URL that opens ``model_path`` with the overlays in the server on ``port``.
 
     ``base_url`` (Jupyter's, e.g. ``/user/me/``) sends it through jupyter-server-proxy
     (``<base_url>proxy/<port>/``); None gives ``http://127.0.0.1:<port>/``. The ``data``
     parameter is what ``ModelExplorerConfig.to_url_param_value`` encodes (file paths on
-    the server's machine; the node data applies to the first model).
+    the server's machine; the node data applies to the first model), plus the web app's
+    ``uiState`` when a node is selected (``select``, a node name: its layer opens and the
+    side panel shows it) or every layer is expanded (``expand_all``).
     """
-    paths = [str(Path(p).resolve()) for p in node_data_paths]
+    paths = [str(Path(p).resolve()) for p in _shown_first(node_data_paths)]
     data: dict = {"models": [{"url": str(Path(model_path).resolve()), "adapterId": ADAPTER_ID}]}
     if paths:
         data["nodeData"] = paths
         data["nodeDataTargets"] = [""] * len(paths)
+    if select or expand_all:
+        pane = {
+            "deepestExpandedGroupNodeIds": ["___all___"] if expand_all else [],
+            "selectedNodeId": select or "",
+            "selectedGraphId": "",
+            "selectedCollectionLabel": "",
+            "widthFraction": 1,
+        }
+        data["uiState"] = {"paneStates": [pane]}
     root = f"{base_url.rstrip('/')}/proxy/{port}/" if base_url is not None else f"http://127.0.0.1:{port}/"
     return f"{root}?data={quote(json.dumps(data))}"
+
+
+def _shown_first(node_data_paths: Sequence[str | Path]) -> list[str | Path]:
+    # Model Explorer shows the overlay it loaded last: load the first one last.
+    return list(node_data_paths)[::-1]
 
 
 def explorer_view(
@@ -337,6 +356,8 @@ def explorer_view(
     *,
     port: int | None = None,
     base_url: str | None = None,
+    select: str | None = None,
+    expand_all: bool = False,
     height: int = 700,
 ):
     """Show ``model_path`` in Model Explorer with the overlays, as an IFrame in the notebook.
@@ -348,13 +369,16 @@ def explorer_view(
         model_path: the .onnx file, or an OnnxModel: then its file, or its prepared copy
             (beside the node data, from :func:`write_node_data`, or a new one), so the node
             ids match :func:`node_data`.
-        node_data_paths: node-data JSON files, e.g. from :func:`write_node_data`.
+        node_data_paths: node-data JSON files, e.g. from :func:`write_node_data`; the
+            first is the one shown, the others are a click away in the side panel.
         port: the server's port (a free one by default).
         base_url: Jupyter's base URL: the frame then goes through jupyter-server-proxy
             (``<base_url>proxy/<port>/``), which works with a remote Lab. By default that
             happens inside a Jupyter kernel when jupyter-server-proxy is installed, with
             base URL ``$JUPYTERHUB_SERVICE_PREFIX`` or ``/``; elsewhere the frame points at
             ``http://127.0.0.1:<port>/``.
+        select: a node name to select: its layer opens and the side panel shows its values.
+        expand_all: open every layer (namespace) of the graph.
         height: frame height in pixels.
 
     Returns:
@@ -366,7 +390,10 @@ def explorer_view(
     bound = start_server(port)
     if base_url is None and _in_jupyter():
         base_url = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    return IFrame(explorer_url(model_path, node_data_paths, port=bound, base_url=base_url), "100%", height)
+    url = explorer_url(
+        model_path, node_data_paths, port=bound, base_url=base_url, select=select, expand_all=expand_all
+    )
+    return IFrame(url, "100%", height)
 
 
 def _in_jupyter() -> bool:
