@@ -186,8 +186,10 @@ def model_file(model: OnnxModel) -> Path | None:
 
 def _overlay(name: str, results: dict[str, dict]) -> dict:
     # GraphNodeData form ("results" at the top): Model Explorer applies it to the graph on
-    # screen, whatever the adapter named that graph.
-    return {"name": name, "results": results, "showExpandedSummaryOnGroupNode": True}
+    # screen, whatever the adapter named that graph. No showExpandedSummaryOnGroupNode: it
+    # makes the web app lay the graph out again when the data arrives, which drops the
+    # node selected by the URL (seen with 0.1.34 on yolov8n).
+    return {"name": name, "results": results}
 
 
 def _categorical(name: str, values: dict[str, str], colours: dict[str, str]) -> dict:
@@ -324,8 +326,8 @@ def explorer_url(
     (``<base_url>proxy/<port>/``); None gives ``http://127.0.0.1:<port>/``. The ``data``
     parameter is what ``ModelExplorerConfig.to_url_param_value`` encodes (file paths on
     the server's machine; the node data applies to the first model), plus the web app's
-    ``uiState`` when a node is selected (``select``, a node name: its layer opens and the
-    side panel shows it) or every layer is expanded (``expand_all``).
+    ``uiState`` when a node is selected (``select``, a node name: the view zooms to it and
+    the side panel shows it) or every layer is expanded (``expand_all``).
     """
     paths = [str(Path(p).resolve()) for p in _shown_first(node_data_paths)]
     data: dict = {"models": [{"url": str(Path(model_path).resolve()), "adapterId": ADAPTER_ID}]}
@@ -377,7 +379,8 @@ def explorer_view(
             happens inside a Jupyter kernel when jupyter-server-proxy is installed, with
             base URL ``$JUPYTERHUB_SERVICE_PREFIX`` or ``/``; elsewhere the frame points at
             ``http://127.0.0.1:<port>/``.
-        select: a node name to select: its layer opens and the side panel shows its values.
+        select: a node name to select: the view zooms to it, its layers open and the side
+            panel shows its values in every overlay.
         expand_all: open every layer (namespace) of the graph.
         height: frame height in pixels.
 
