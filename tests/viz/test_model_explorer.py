@@ -4,7 +4,9 @@ colours as computed by hand, and a server on 127.0.0.1 that converts the model a
 import json
 import os
 import shlex
+import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import unquote
@@ -284,3 +286,27 @@ def test_stop_leaves_no_process():
         urllib.request.urlopen(f"http://127.0.0.1:{port}/check_health", timeout=2)
     with pytest.raises(ProcessLookupError):
         os.kill(process.pid, 0)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="reads process states from /proc")
+def test_the_server_exits_when_its_parent_is_killed():
+    code = (
+        "from workbench.viz import model_explorer as me; me.start_server(); "
+        "print(me._Server.process.pid, flush=True); import time; time.sleep(120)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()  # SIGKILL: no atexit, no cleanup in the parent
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.2)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()  # a zombie has exited
+    except FileNotFoundError:
+        return False
