@@ -122,7 +122,9 @@ def write_node_data(result, folder: str | Path, model: OnnxModel | None = None) 
             --node_data_paths=RUN/node_data_support.json,RUN/node_data_verdict.json,RUN/node_data_sqnr.json
 
     and prints the URL to open (``--host``/``--port`` choose the address). It shows the
-    overlay it loads last (here SQNR); the others are switched on in the side panel.
+    overlay it loads last (here SQNR); the others are switched on in the side panel. (The
+    standalone app asks PyPI for a newer version when it starts; :func:`explorer_view`'s
+    server does not.)
 
     Returns:
         the three JSON files.
