@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -278,6 +279,7 @@ def test_server_listens_on_loopback_only_serves_the_app_offline_and_the_view(ser
 
 
 def test_stop_leaves_no_process():
+    threads = set(threading.enumerate())
     port = me.start_server()
     process = me._Server.process
     me.stop_server()
@@ -286,6 +288,7 @@ def test_stop_leaves_no_process():
         urllib.request.urlopen(f"http://127.0.0.1:{port}/check_health", timeout=2)
     with pytest.raises(ProcessLookupError):
         os.kill(process.pid, 0)
+    assert set(threading.enumerate()) <= threads  # the server ran in the child, not in a thread here
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="reads process states from /proc")

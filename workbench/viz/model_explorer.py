@@ -383,7 +383,8 @@ def explorer_view(
             ``http://127.0.0.1:<port>/``.
         select: a node name to select: the view zooms to it, its layers open and the side
             panel shows its values in every overlay.
-        expand_all: open every layer (namespace) of the graph.
+        expand_all: open every layer (namespace) of the graph; for small graphs (a
+            1000-node model fits the frame as an unreadable line: select a node instead).
         height: frame height in pixels.
 
     Returns:
