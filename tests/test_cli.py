@@ -19,6 +19,7 @@ def test_demo_leads_with_the_answers_and_writes_a_report(tmp_path, capsys):
     assert "Plotly.newPlot" in html and "<script src=" not in html  # self-contained
     assert html.index("Answers: did quantization change them?") < html.index("Per-layer divergence")
     assert (runs[0] / "answers.parquet").is_file()
+    assert (runs[0] / "node_data_sqnr.json").is_file() and "model-explorer " in html  # the graph view
     assert main(["report", str(runs[0]), "-o", str(tmp_path / "again.html")]) == 0
     assert "Answers: did quantization change them?" in (tmp_path / "again.html").read_text()
 

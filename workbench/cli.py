@@ -277,7 +277,7 @@ def _demo(args: argparse.Namespace) -> int:
         board = _demo_board_step(model, config, calibration, samples, args.board)
         result = board if board is not None else result
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run = result.save(Path(args.runs_dir) / f"{stamp}-{name}-{args.platform}")
+    run = _save_run(result, Path(args.runs_dir) / f"{stamp}-{name}-{args.platform}", model)
     answers.save(run)
     report = write_report(
         result, run / "report.html", answers=answers, flip_layers=flips, next_step=next_step
@@ -337,7 +337,7 @@ def _diverge(args: argparse.Namespace) -> int:
             model, config, calibration, samples, mode=args.mode, progress=not args.json
         )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run = result.save(args.out or Path("runs") / f"{stamp}-{model.name}-{args.platform}")
+    run = _save_run(result, args.out or Path("runs") / f"{stamp}-{model.name}-{args.platform}", model)
     answers = _diverge_answers(args, model, config, calibration, samples)
     if answers is not None:
         answers.save(run)
@@ -361,6 +361,16 @@ def _diverge(args: argparse.Namespace) -> int:
     )
     _print_gate(gate)
     return code
+
+
+def _save_run(result, folder, model) -> Path:
+    """Save a per-layer run and its Model Explorer overlays (node data) beside it, so the run
+    opens in a standalone Model Explorer too."""
+    from workbench.viz.model_explorer import write_node_data
+
+    run = result.save(folder)
+    write_node_data(result, run, model)
+    return run
 
 
 def _diverge_answers(args, model, config, calibration, samples):

@@ -83,6 +83,7 @@ ONNX tensor: {counts.get("unmapped", 0)}; unaligned (layout unknown): {counts.ge
 <h2>Worst layers (lowest mean SQNR)</h2><p>{origin_text} ("origin": the layer makes
 the error itself; "inherited": its inputs were already bad.)</p>{worst_table}
 <h2>Along the graph</h2>{plots}{fix_section}
+{_graph_section(path.parent, model.get("path"))}
 <h2>Model</h2><pre>{html.escape(json.dumps(model_facts, indent=1))}</pre>
 <h2>Operator support</h2>{_support_section(meta)}
 <h2>Conversion settings</h2><pre>{html.escape(json.dumps(meta.get("config"), indent=1))}</pre>
@@ -133,6 +134,24 @@ def _answers_section(answers, flip_layers, next_step: str | None) -> str:
     if next_step:
         parts.append(f"<h2>Next step</h2><p>{html.escape(next_step)}</p>")
     return "".join(parts)
+
+
+def _graph_section(folder: Path, model_path: str | None) -> str:
+    """How to open the run's graph overlays (node data beside the report) in Model Explorer."""
+    from workbench.viz.model_explorer import standalone_command
+
+    overlays = sorted(folder.glob("node_data_*.json"))
+    prepared = folder / "model.onnx"
+    model = prepared if prepared.is_file() else model_path
+    if not overlays or not model:
+        return ""
+    order = [folder / f"node_data_{k}.json" for k in ("sqnr", "verdict", "support")]
+    command = standalone_command(model, [p for p in order if p.is_file()] or overlays)
+    return (
+        "<h2>Graph view</h2><p>The per-node SQNR, verdict and operator-support overlays of this run "
+        "open in Model Explorer (in a notebook: <code>workbench.viz.model_explorer.explorer_view</code>):"
+        f"</p><pre>{html.escape(command)}</pre>"
+    )
 
 
 def _fix_section(result: Divergence, variants, search) -> str:
