@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         "--input-shape",
         action="append",
         default=[],
-        metavar="NAME=D,D,..",
-        help="fixed shape for a dynamic input, e.g. images=1,3,640,640 (repeatable)",
+        metavar="NAME:D,D,..",
+        help="fixed shape for a dynamic input, e.g. images:1,3,640,640 (repeatable)",
     )
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(func=_check)
@@ -805,7 +805,7 @@ def _load_model(spec: str, input_shapes: list[str], *, allow_custom_ops: bool = 
             shapes[name] = [int(d) for d in dims.split(",")]
         except ValueError:
             raise WorkbenchError(
-                f"--input-shape {item!r}: expected NAME=D,D,... e.g. images=1,3,640,640"
+                f"--input-shape {item!r}: expected NAME:D,D,... e.g. images:1,3,640,640"
             ) from None
     return OnnxModel.load(spec, shapes, allow_custom_ops=allow_custom_ops)
 

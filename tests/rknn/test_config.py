@@ -65,3 +65,12 @@ def test_float_layers_are_names_kept_as_a_sorted_set():
         BuildConfig(float_layers=["a"], auto_hybrid=True)
     with pytest.raises(ConfigError, match="do_quantization=True"):
         BuildConfig(do_quantization=False, auto_hybrid=True)
+
+
+def test_preprocess_of_the_wrong_type_gets_the_friendly_error():
+    from workbench.rknn.config import BuildConfig, ConfigError
+
+    with pytest.raises(ConfigError, match="maps input names to Preprocess"):
+        BuildConfig(preprocess={"x": (0, 0, 0)})
+    with pytest.raises(ConfigError, match="maps input names to Preprocess"):
+        BuildConfig(preprocess=[1, 2])

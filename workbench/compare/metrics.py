@@ -12,6 +12,9 @@ import numpy as np
 
 #: SQNR reported for an exact match (instead of +inf, which plots and JSON cannot show).
 MAX_SQNR_DB = 100.0
+#: The workbench's one "deserves a look" line: below it a layer's error is worth a look
+#: (about 3 bits of signal lost); plots, reports, overlays and the outputs task use it.
+SQNR_OK_DB = 20.0
 METRICS = ("cosine", "sqnr_db", "nmse", "max_abs", "rel_p99")
 #: A tensor is "empty" (all zero or constant) when its spread (max - min) is at most this
 #: fraction of max(1, max |value|): float noise around zero counts as zero.

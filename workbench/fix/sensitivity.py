@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from workbench.compare.metrics import MAX_SQNR_DB
 from workbench.errors import WorkbenchError
 from workbench.fix.evaluate import Score, SweepJob, evaluate, prepare_job, quantized_candidates
 from workbench.fix.executor import as_executor
@@ -118,7 +119,7 @@ def largest_local_drop(job: SweepJob, known: list[str], count: int) -> list[str]
         return list(known)
     run = compute_divergence(job.model, job.config, job.calibration, job.samples, progress=False)
     table = run.first_divergence()
-    drop = dict(zip(table.layer, table.upstream_sqnr_db.clip(upper=100.0) - table.sqnr_db_mean))
+    drop = dict(zip(table.layer, table.upstream_sqnr_db.clip(upper=MAX_SQNR_DB) - table.sqnr_db_mean))
     boundary = _boundary_of(job.model, set(drop))
     ranked = sorted(known, key=lambda t: -drop.get(boundary.get(t, ""), float("-inf")))
     return ranked[:count]

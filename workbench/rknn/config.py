@@ -94,13 +94,15 @@ class BuildConfig:
                 f"quantized_dtype {self.quantized_dtype!r} is not available on "
                 f"{self.target_platform}; it is on {', '.join(allowed)}. Use 'w8a8' there."
             )
+        if not isinstance(self.preprocess, Mapping) or not all(
+            isinstance(p, Preprocess) for p in self.preprocess.values()
+        ):
+            raise ConfigError("preprocess maps input names to Preprocess, e.g. {'images': Preprocess(...)}.")
         if len({p.rgb2bgr for p in self.preprocess.values()}) > 1:
             raise ConfigError(
                 "The toolkit takes one quant_img_RGB2BGR flag for all inputs, but the inputs "
                 "disagree on rgb2bgr: give every image input the same colour order."
             )
-        if not isinstance(self.preprocess, Mapping):
-            raise ConfigError("preprocess maps input names to Preprocess, e.g. {'images': Preprocess(...)}.")
         for name, pre in self.preprocess.items():
             for field_name in ("mean", "std"):
                 values = getattr(pre, field_name) or ()

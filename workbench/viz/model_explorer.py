@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from workbench.compare.metrics import SQNR_OK_DB
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
 
@@ -38,7 +39,7 @@ ADAPTER_ID = "onnx_adapter"
 OVERLAYS = ("sqnr", "verdict", "support")
 #: SQNR colour scale (dB, colour): red at 0 dB, yellow at the 20 dB rule, green from 40 dB.
 #: Fixed, not relative to the run's min/max, so the same colour means the same error everywhere.
-SQNR_STOPS = ((0.0, (0xD6, 0x27, 0x28)), (20.0, (0xFF, 0xD7, 0x00)), (40.0, (0x2C, 0xA0, 0x2C)))
+SQNR_STOPS = ((0.0, (0xD6, 0x27, 0x28)), (SQNR_OK_DB, (0xFF, 0xD7, 0x00)), (40.0, (0x2C, 0xA0, 0x2C)))
 VERDICT_COLOURS = {"origin": "#d62728", "inherited": "#ff7f0e", "ok": "#2ca02c", "fused": "#d0d0d0"}
 SUPPORT_COLOURS = {"npu": "#2ca02c", "cpu": "#ff7f0e", "attention": "#bcbd22", "rejected": "#d62728"}
 # Worst first: a node with several compared outputs shows its worst one.
@@ -46,7 +47,7 @@ _VERDICT_RANK = {"origin": 0, "inherited": 1, "ok": 2, "fused": 3}
 
 
 # ---------------------------------------------------------------------------- node data
-def node_data(result, model: OnnxModel | None = None, *, threshold_db: float = 20.0) -> dict[str, dict]:
+def node_data(result, model: OnnxModel | None = None, *, threshold_db: float = SQNR_OK_DB) -> dict[str, dict]:
     """The run's per-node overlays as Model Explorer node-data JSON (``GraphNodeData``).
 
     Args:

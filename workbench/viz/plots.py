@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import plotly.graph_objects as go
 
 from workbench.compare.divergence import Divergence
+from workbench.compare.metrics import SQNR_OK_DB
 
 METRIC_LABELS = {"sqnr_db": "SQNR (dB)", "cosine": "cosine similarity"}
 
@@ -72,7 +73,7 @@ def per_layer_figure(
                 hoverinfo="text+y",
             )
         )
-    line = threshold if threshold is not None else (20.0 if metric == "sqnr_db" else 0.99)
+    line = threshold if threshold is not None else (SQNR_OK_DB if metric == "sqnr_db" else 0.99)
     fig.add_hline(
         y=line,
         line_dash="dash",

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from workbench.compare.divergence import Divergence
+from workbench.compare.metrics import SQNR_OK_DB
 from workbench.viz.plots import gap_figure, heatmap_figure, per_layer_figure
 
 _STYLE = """
@@ -63,7 +64,7 @@ def write_report(
         f"Error is made mostly at ({(verdicts.verdict == 'origin').sum()} origins; top 3, share of error): "
         + ", ".join(html.escape(f"{r.layer} ({r.op_type}, {r.share:.0%})") for r in origins.itertuples())
         if len(origins)
-        else "No layer falls below 20 dB: no divergence origin."
+        else f"No layer falls below {SQNR_OK_DB:g} dB: no divergence origin."
     )
     counts = result.table.drop_duplicates("layer").status.value_counts().to_dict()
     name = html.escape(model.get("name", ""))

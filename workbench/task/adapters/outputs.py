@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.compare.metrics import tensor_metrics
+from workbench.compare.metrics import SQNR_OK_DB, tensor_metrics
 from workbench.errors import WorkbenchError
 from workbench.task.adapters.base import Metrics, settings_repr
 
@@ -28,7 +28,7 @@ class OutputsAdapter:
     name = "outputs"
     __repr__ = settings_repr
 
-    def __init__(self, model: Any = None, *, min_sqnr_db: float = 20.0):
+    def __init__(self, model: Any = None, *, min_sqnr_db: float = SQNR_OK_DB):
         self.min_sqnr_db = min_sqnr_db
 
     def decode(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
