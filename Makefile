@@ -55,7 +55,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_lab.py
 
 lint: setup
-	$(BIN)/ruff check workbench tests benchmarks datasets
+	$(BIN)/ruff check workbench tests benchmarks datasets notebooks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

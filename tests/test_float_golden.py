@@ -7,7 +7,7 @@ sees exactly the input the toolkit sees (same decoder, colour order, resize, mea
 import numpy as np
 import pytest
 
-from workbench.compare.align import align
+from workbench.rknn.names import align
 from workbench.compare.metrics import tensor_metrics
 from workbench.datasets import ZOO
 from workbench.preprocess import Preprocess

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from workbench.compare.align import align, origin
+from workbench.rknn.names import align, origin
 from workbench.compare.metrics import tensor_metrics
 from workbench.datasets import ZOO
 from workbench.preprocess import Preprocess

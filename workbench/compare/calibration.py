@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.compare.align import base_name
+from workbench.rknn.names import base_name
 
 #: Fewer int8 levels than this across the bulk (0.1-99.9 %) of a tensor's values is "crushed".
 CRUSHED_LEVELS = 16

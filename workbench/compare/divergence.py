@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.compare.align import align, base_name
+from workbench.rknn.names import align, base_name
 from workbench.compare.metrics import MAX_SQNR_DB, METRICS, tensor_metrics
 from workbench.errors import WorkbenchError
 

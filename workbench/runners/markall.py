@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.compare.align import base_name
+from workbench.rknn.names import base_name
 from workbench.datasets import CalibrationSet
 from workbench.errors import ToolkitError
 from workbench.model import OnnxModel

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.compare.align import base_name
+from workbench.rknn.names import base_name
 from workbench.errors import ToolkitError
 from workbench.model import OnnxModel
 from workbench.rknn.buildlog import LAYER_COLUMNS, parse_layer_table

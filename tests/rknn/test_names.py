@@ -1,4 +1,4 @@
-from workbench.compare.align import align, base_name
+from workbench.rknn.names import align, base_name
 
 
 def test_suffixes_map_back_to_onnx_names():
@@ -20,7 +20,7 @@ def test_suffixed_layer_used_when_no_exact_one():
 
 
 def test_origin_classifies_every_kind_of_toolkit_layer():
-    from workbench.compare.align import origin
+    from workbench.rknn.names import origin
 
     tensors, nodes = {"logits", "pool_out"}, {"GlobalAveragePool@0"}
     assert origin("logits_int8", tensors, nodes) == ("tensor", "logits")
