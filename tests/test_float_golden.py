@@ -7,11 +7,11 @@ sees exactly the input the toolkit sees (same decoder, colour order, resize, mea
 import numpy as np
 import pytest
 
-from workbench.rknn.names import align
 from workbench.compare.metrics import tensor_metrics
 from workbench.datasets import ZOO
 from workbench.preprocess import Preprocess
 from workbench.rknn.config import BuildConfig
+from workbench.rknn.names import align
 from workbench.runners.float import FloatRunner
 from workbench.runners.simulator import SimulatorRunner
 

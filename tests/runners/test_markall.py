@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from workbench.rknn.names import align, origin
 from workbench.compare.metrics import tensor_metrics
 from workbench.datasets import ZOO
 from workbench.preprocess import Preprocess
 from workbench.rknn.config import BuildConfig
+from workbench.rknn.names import align, origin
 from workbench.runners.float import FloatRunner
 from workbench.runners.markall import MarkAllRunner
 from workbench.runners.simulator import SimulatorRunner

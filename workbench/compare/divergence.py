@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.rknn.names import align, base_name
 from workbench.compare.metrics import MAX_SQNR_DB, METRICS, tensor_metrics
 from workbench.errors import WorkbenchError
+from workbench.rknn.names import align, base_name
 
 COLUMNS = (
     "index",

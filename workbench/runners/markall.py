@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.rknn.names import base_name
 from workbench.datasets import CalibrationSet
 from workbench.errors import ToolkitError
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
 from workbench.rknn.buildlog import parse_feature_tensors
 from workbench.rknn.config import BuildConfig
+from workbench.rknn.names import base_name
 from workbench.rknn.session import ToolkitSession, clean_log
 from workbench.runners._toolkit import ToolkitRunner
 from workbench.runners.float import _with_outputs

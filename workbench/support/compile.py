@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.rknn.names import base_name
 from workbench.errors import ToolkitError
 from workbench.model import OnnxModel
 from workbench.rknn.buildlog import LAYER_COLUMNS, parse_layer_table
 from workbench.rknn.config import BuildConfig
+from workbench.rknn.names import base_name
 from workbench.rknn.session import ToolkitSession
 from workbench.support.patterns import folded_nodes
 
