@@ -53,6 +53,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_divergence.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_lab.py
+	$(BIN)/python benchmarks/bench_evaluate.py
+	$(BIN)/python benchmarks/bench_split.py
+	$(BIN)/python benchmarks/bench_model_explorer.py
 
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks datasets notebooks
