@@ -1,7 +1,8 @@
 """Time from starting JupyterLab (as `make lab` does) to the first verdict on the answers
 of notebook 00 on screen, then to its first per-layer divergence plot, in a real browser
 (Debian's chromium through Playwright), setup done. Two runs side by side: a cold run
-cache (the notebook quantizes and compares) and a warm one (the run is cached by content, as after `make demo`).
+cache (the notebook quantizes and compares) and a warm one (the run is cached by content,
+as after `make demo`).
 
     .venv/bin/python benchmarks/bench_lab.py
 
