@@ -33,6 +33,7 @@ def lab(tmp_path_factory):
             "Debian's chromium is not installed (make test installs it as root: apt-get install chromium)"
         )
     root = tmp_path_factory.mktemp("lab-all")
+    (root / "notebooks").mkdir()
     with Lab(root / "notebooks", root / "settings") as server, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_FLAGS)
         yield server, browser, root / "notebooks"
