@@ -93,7 +93,8 @@ class Lab:
         self.log.close()
 
     def url(self, notebook: str) -> str:
-        return f"http://127.0.0.1:{self.port}/lab/tree/{notebook}?token={self.token}"
+        # ?reset: a fresh workspace, so an earlier page's notebooks are not reopened here
+        return f"http://127.0.0.1:{self.port}/lab/tree/{notebook}?reset&token={self.token}"
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -143,7 +144,9 @@ def wait_until_idle(page, timeout_ms: int) -> None:
     page.wait_for_function(
         """() => {
             const nb = window.jupyterapp.shell.currentWidget;
-            const kernel = nb.sessionContext.session.kernel;
+            const session = nb && nb.sessionContext && nb.sessionContext.session;
+            const kernel = session && session.kernel;
+            if (!kernel || !nb.content) return false;  // between states (a kernel restarting)
             const cells = nb.content.widgets.filter(c => c.model.type === 'code');
             const failed = cells.some(c => c.model.outputs.toJSON().some(o => o.output_type === 'error'));
             return kernel.status === 'idle' && (failed || cells.every(c => c.model.executionCount !== null));
