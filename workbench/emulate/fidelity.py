@@ -67,7 +67,9 @@ class FidelityReport:
         return d
 
 
-def fidelity(model, config, calibration, sample: Sequence[Path], *, emulator=None, rules=None) -> FidelityReport:
+def fidelity(
+    model, config, calibration, sample: Sequence[Path], *, emulator=None, rules=None
+) -> FidelityReport:
     """Compare the emulator with the simulator on one sample (one toolkit build + one
     ``accuracy_analysis``, ~10-40 s on the zoo models).
 
@@ -101,7 +103,10 @@ def compare_with_snapshot(
     forced = single_layer(emulator, feeds, simulated)
     outputs = emulator.output_names
     rows = []
-    for name in [*emulator.emulation.boundaries, *(o for o in outputs if o not in emulator.emulation.boundaries)]:
+    for name in [
+        *emulator.emulation.boundaries,
+        *(o for o in outputs if o not in emulator.emulation.boundaries),
+    ]:
         ref, sim, emu = golden.get(name), simulated.get(name), ours.get(name)
         if ref is None or sim is None or emu is None or not (ref.size == sim.size == emu.size):
             continue
@@ -123,7 +128,15 @@ def compare_with_snapshot(
         )
     table = pd.DataFrame(
         rows,
-        columns=["layer", "onnx", "emulator_sqnr_db", "simulator_sqnr_db", "delta_db", "single_sqnr_db", "output"],
+        columns=[
+            "layer",
+            "onnx",
+            "emulator_sqnr_db",
+            "simulator_sqnr_db",
+            "delta_db",
+            "single_sqnr_db",
+            "output",
+        ],
     )
     return _report(table, emulator)
 

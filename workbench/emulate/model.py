@@ -212,7 +212,9 @@ def _quantize_weights(graph, inits, tensors: Mapping[str, TensorQuant], rules: R
         if id(n) in f16_nodes:
             for name in n.input[1:]:
                 if name in inits:
-                    _set(inits[name], numpy_helper.to_array(inits[name]).astype(np.float16).astype(np.float32))
+                    _set(
+                        inits[name], numpy_helper.to_array(inits[name]).astype(np.float16).astype(np.float32)
+                    )
             continue
         w = numpy_helper.to_array(inits[n.input[1]])
         quantized, scales = fake_quant_weight(w, rules.weights)
@@ -298,8 +300,12 @@ def _qdq(name: str, q: QParams, graph, source: str | None = None) -> list:
                     n.input[k] = rounded
         name = rounded
     return [
-        helper.make_node("QuantizeLinear", [source, scale.name, zero.name], [f"{name}{_Q}"], name=f"{name}__q"),
-        helper.make_node("DequantizeLinear", [f"{name}{_Q}", scale.name, zero.name], [name], name=f"{name}__dq"),
+        helper.make_node(
+            "QuantizeLinear", [source, scale.name, zero.name], [f"{name}{_Q}"], name=f"{name}__q"
+        ),
+        helper.make_node(
+            "DequantizeLinear", [f"{name}{_Q}", scale.name, zero.name], [name], name=f"{name}__dq"
+        ),
     ]
 
 

@@ -57,9 +57,7 @@ _CONV_ACTS = {(kind, act) for kind in ("conv", "depthwise") for act in ACTIVATIO
 RULES_2_5_0 = Rules(
     toolkit="2.5.0",
     fuse=frozenset(_CONV_ACTS | {("conv", "Add"), ("depthwise", "Add")}),
-    requantize=frozenset(
-        {("depthwise", "HardSwish"), ("conv", "HardSigmoid"), ("depthwise", "HardSigmoid")}
-    ),
+    requantize=frozenset({("depthwise", "HardSwish"), ("conv", "HardSigmoid"), ("depthwise", "HardSigmoid")}),
 )
 
 #: Rule tables by toolkit version; the newest known one is used for other versions.

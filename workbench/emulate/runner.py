@@ -160,7 +160,9 @@ class EmulatorRunner:
         if not shape or value.shape == tuple(shape) or value.size != int(np.prod(shape)):
             return value
         if value.ndim == len(shape):
-            perms = [p for p in itertools.permutations(range(value.ndim)) if value.transpose(p).shape == shape]
+            perms = [
+                p for p in itertools.permutations(range(value.ndim)) if value.transpose(p).shape == shape
+            ]
             if len(perms) == 1:
                 return value.transpose(perms[0])
         return value.reshape(shape)
