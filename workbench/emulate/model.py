@@ -89,10 +89,10 @@ class Emulation:
     """A runnable graph and what was done to each tensor."""
 
     proto: onnx.ModelProto
-    boundaries: list[str]  #: tensors quantized to int8 (toolkit names), in graph order
+    boundaries: list[str]  #: tensors rounded to int8 (toolkit names), in graph order
     fused: dict[str, bool]  #: conv outputs read by one op: True when the rules fuse the pair
     requantized: set[str] = field(default_factory=set)  #: fused, but rounded to int8 all the same
-    float16: list[str] = field(default_factory=list)  #: tensors whose producer runs in float16
+    float16: list[str] = field(default_factory=list)  #: float16 ops' outputs (their float16 values)
 
     def unrounded(self) -> dict[str, bool]:
         """{conv output: True when it stays unrounded inside its layer} (for check_rules)."""
@@ -112,9 +112,11 @@ def emulation_graph(
         step1: the toolkit's step-1 files.
         rules: the fake-quantization rules (workbench.emulate.quantize.RULES_2_5_0).
         float_layers: tensors (cfg names) whose producing op runs in float16, with the
-            toolkit's semantics: the op's inputs and weights in float16, its output back to
-            int8 at the same scale for the next int8 layer, the fusion broken, and a
-            pre-activation feeding a float16 op quantized over its unclipped ``ori`` range.
+            toolkit's semantics (measured on 2.5.0 with its snapshots): the op's inputs and
+            weights in float16, its output (still named ``<name>``) back to int8 at the
+            same cfg scale for the next int8 layer (``<name>__int8``), and the fusion broken:
+            the pre-activation between an int8 conv and a float16 activation (or a float16
+            conv and an int8 activation) rounded to int8 at its cfg scale.
         quantize: False gives the plain float graph (to check the mapping to ONNX).
 
     Raises:
@@ -125,7 +127,7 @@ def emulation_graph(
     graph = proto.graph
     pairs = _pairs(graph)  # on the toolkit's own ops, before exSwish becomes two nodes
     fused = {t: pair in rules.fuse for t, pair in pairs.items()}
-    _standard_ops(graph)
+    converted = _standard_ops(graph)
     producers = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, list] = defaultdict(list)
     for n in graph.node:
@@ -144,16 +146,19 @@ def emulation_graph(
         return Emulation(proto, [], fused, requantized)
     inits = {i.name: i for i in graph.initializer}
     _quantize_weights(graph, inits, step1.tensors, rules, f16_nodes)
-    plan = _activation_plan(graph, step1.tensors, fused, requantized, consumers, f16_nodes)
-    _insert(graph, plan, f16_nodes, inits)
-    boundaries = [t for t in (o for n in graph.node for o in n.output) if t in plan]
+    plan = _activation_plan(graph, step1.tensors, fused, requantized, consumers, f16_nodes, rules)
+    for name in converted:  # a model input read by float16 ops only goes to float16 directly
+        if consumers.get(name) and all(id(u) in f16_nodes for u in consumers[name]):
+            plan.pop(name, None)
+    boundaries = _insert(graph, plan, f16_nodes, inits)
     return Emulation(proto, boundaries, fused, requantized, float_layers)
 
 
-def _standard_ops(graph: onnx.GraphProto) -> None:
+def _standard_ops(graph: onnx.GraphProto) -> set[str]:
     """The toolkit's custom ops as standard ONNX: exSwish -> x * Sigmoid(x), exSoftmax13
-    -> Softmax, exDataConvert -> Identity (its int8 rounding is inserted with the rest)."""
-    nodes = []
+    -> Softmax, exDataConvert -> Identity (its int8 rounding is inserted with the rest).
+    Returns the tensors exDataConvert writes."""
+    nodes, converted = [], set()
     for n in graph.node:
         if n.op_type == "exSwish":
             sig = f"{n.output[0]}__emu_sigmoid"
@@ -165,6 +170,7 @@ def _standard_ops(graph: onnx.GraphProto) -> None:
             n = helper.make_node("Softmax", [n.input[0]], list(n.output), name=n.name, axis=axis)
         elif n.op_type == "exDataConvert":
             n = helper.make_node("Identity", [n.input[0]], list(n.output), name=n.name)
+            converted.update(n.output)
         elif n.op_type.startswith("ex"):
             raise EmulatorError(
                 f"The toolkit's graph uses its custom op {n.op_type} (node {n.name}), which the "
@@ -173,6 +179,7 @@ def _standard_ops(graph: onnx.GraphProto) -> None:
         nodes.append(n)
     del graph.node[:]
     graph.node.extend(nodes)
+    return converted
 
 
 def _kind(node) -> str:
@@ -204,17 +211,14 @@ def _pairs(graph) -> dict[str, tuple[str, str]]:
 
 
 def _quantize_weights(graph, inits, tensors: Mapping[str, TensorQuant], rules: Rules, f16_nodes) -> None:
-    """Conv weights per channel to int8 and biases to the int32 grid (float16 for a float16
-    op)."""
+    """Conv weights per channel to int8 and biases to the int32 grid (a float16 conv: its
+    weights to float16)."""
     for n in graph.node:
         if n.op_type != "Conv" or len(n.input) < 2 or n.input[1] not in inits:
             continue
-        if id(n) in f16_nodes:
-            for name in n.input[1:]:
-                if name in inits:
-                    _set(
-                        inits[name], numpy_helper.to_array(inits[name]).astype(np.float16).astype(np.float32)
-                    )
+        if id(n) in f16_nodes:  # float16 weights; the bias stays float32 (measured: exact)
+            w = numpy_helper.to_array(inits[n.input[1]])
+            _set(inits[n.input[1]], w.astype(np.float16).astype(np.float32))
             continue
         w = numpy_helper.to_array(inits[n.input[1]])
         quantized, scales = fake_quant_weight(w, rules.weights)
@@ -229,8 +233,10 @@ def _set(init: onnx.TensorProto, value: np.ndarray) -> None:
     init.CopyFrom(numpy_helper.from_array(value.astype(numpy_helper.to_array(init).dtype), init.name))
 
 
-def _activation_plan(graph, tensors, fused, requantized, consumers, f16_nodes) -> dict[str, QParams]:
-    """The int8 parameters of every tensor that is rounded to int8 (a layer boundary)."""
+def _activation_plan(graph, tensors, fused, requantized, consumers, f16_nodes, rules) -> dict[str, QParams]:
+    """The int8 parameters of every tensor rounded to int8 (a layer boundary): a fused
+    pre-activation only when the rules requantize it or a float16 op breaks the fusion; a
+    float16 op's output unless only float16 ops read it."""
     producers = {o: n for n in graph.node for o in n.output}
     plan: dict[str, QParams] = {}
     for name in [*(i.name for i in graph.input), *(o for n in graph.node for o in n.output)]:
@@ -240,50 +246,51 @@ def _activation_plan(graph, tensors, fused, requantized, consumers, f16_nodes) -
         users = consumers.get(name, [])
         feeds_f16 = bool(users) and all(id(u) in f16_nodes for u in users)
         made_f16 = name in producers and id(producers[name]) in f16_nodes
-        if fused.get(name):
-            if feeds_f16 and entry.ori_params:  # the fusion is broken: the ori range
-                plan[name] = entry.ori_params
-            elif made_f16 or name in requantized:
-                plan[name] = entry.params
-            continue
-        if feeds_f16 and not made_f16 and entry.ori_params:
-            plan[name] = entry.ori_params
-        else:
-            plan[name] = entry.params
+        if made_f16 and feeds_f16:
+            continue  # float16 from op to op
+        if fused.get(name) and not (made_f16 or feeds_f16 or name in requantized):
+            continue  # inside its layer
+        broken = fused.get(name) and feeds_f16 and not made_f16
+        ori = broken and rules.float16_preactivation == "ori" and entry.ori_params
+        plan[name] = entry.ori_params if ori else entry.params
     return plan
 
 
-def _insert(graph, plan: Mapping[str, QParams], f16_nodes, inits) -> None:
-    """QuantizeLinear/DequantizeLinear after each planned tensor (consumers keep reading the
-    tensor's name), float16 casts around float16 ops."""
-    nodes = []
+def _insert(graph, plan: Mapping[str, QParams], f16_nodes, inits) -> list[str]:
+    """QuantizeLinear/DequantizeLinear after each planned tensor, float16 casts around
+    float16 ops. An int8 op's output keeps its name (rounded); a float16 op's output keeps
+    its name for the float16 value and its int8 copy is ``<name>__int8``, read by the int8
+    ops after it (the toolkit's own names). Returns the rounded tensors, in graph order."""
+    nodes, rounded, int8_copy = [], [], {}
     for i in graph.input:
         if i.name in plan:
             nodes += _qdq(i.name, plan[i.name], graph)
     for n in graph.node:
         f16 = id(n) in f16_nodes
-        if f16:
-            for k, name in enumerate(n.input):
-                if name and name not in inits:
-                    nodes += _casts(name, f"{name}{_F16}_{n.name}")
-                    n.input[k] = f"{name}{_F16}_{n.name}"
+        for k, name in enumerate(n.input):
+            if not f16 and name in int8_copy:
+                n.input[k] = int8_copy[name]
+            elif f16 and name and name not in inits:
+                nodes += _casts(name, f"{name}{_F16}_{n.name}")
+                n.input[k] = f"{name}{_F16}_{n.name}"
         outs = list(n.output)
         for k, name in enumerate(outs):
-            if f16:
-                n.output[k] = f"{name}{_F16}"
+            if f16 or name in plan:
+                n.output[k] = f"{name}{_F16 if f16 else _RAW}"
         nodes.append(n)
         for name in outs:
-            current = f"{name}{_F16}" if f16 else name
-            if name in plan:
-                if f16:
-                    nodes += _casts(current, f"{name}{_RAW}")
-                else:
-                    n.output[list(n.output).index(name)] = f"{name}{_RAW}"
+            if f16:
+                nodes += _casts(f"{name}{_F16}", name)
+                if name in plan:
+                    int8_copy[name] = f"{name}__int8"
+                    nodes += _qdq(int8_copy[name], plan[name], graph, source=name)
+                    rounded.append(int8_copy[name])
+            elif name in plan:
                 nodes += _qdq(name, plan[name], graph, source=f"{name}{_RAW}")
-            elif f16:
-                nodes += _casts(current, name)
+                rounded.append(name)
     del graph.node[:]
     graph.node.extend(nodes)
+    return rounded
 
 
 def _qdq(name: str, q: QParams, graph, source: str | None = None) -> list:

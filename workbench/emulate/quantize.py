@@ -37,12 +37,16 @@ class Rules:
     channels) and op types. ``requantize``: the fused pairs whose inner tensor is rounded
     to its own cfg scale all the same. ``weights``: "asymmetric" (the toolkit's) or
     "symmetric" (a deliberately wrong rule, for the self-check's test).
+    ``float16_preactivation``: see the field.
     """
 
     toolkit: str
     fuse: frozenset[tuple[str, str]]
     requantize: frozenset[tuple[str, str]] = frozenset()
     weights: str = "asymmetric"
+    #: the range of a pre-activation whose fusion a float16 op breaks: "cfg" (the clipped
+    #: range; measured on 2.5.0 with snapshots of lcnet's first two layers) or "ori"
+    float16_preactivation: str = "cfg"
 
     def with_changes(self, **changes) -> Rules:
         """A copy with some fields changed (e.g. a wrong rule to test the self-check)."""

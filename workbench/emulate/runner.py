@@ -100,11 +100,12 @@ class EmulatorRunner:
         self.float_layers = tuple(dict.fromkeys([*config.float_layers, *float_layers]))
         self.emulation: Emulation = emulation_graph(step1, self.rules, self.float_layers)
         known = {t.name: t for t in model.tensors if t.producer}
-        self.names = _onnx_names(self.emulation.boundaries, known)  # {toolkit name: onnx name}
+        tensors = [*self.emulation.boundaries, *self.emulation.float16]
+        self.names = _onnx_names(tensors, known)  # {toolkit name: onnx name}
         self._shapes = {t.name: t.shape for t in model.tensors}
         #: the toolkit graph's outputs, in the ONNX model's output order
         self.output_names = [o.name for o in self.emulation.proto.graph.output]
-        self._fetch = list(dict.fromkeys([*self.output_names, *self.emulation.boundaries]))
+        self._fetch = list(dict.fromkeys([*self.output_names, *tensors]))
         self._session = _session(self.emulation.proto, self._fetch)
 
     def shape_of(self, name: str) -> tuple[int, ...] | None:
