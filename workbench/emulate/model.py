@@ -140,16 +140,24 @@ def emulation_graph(
             f"float_layers names {unknown[:5]}, which no op of the toolkit's graph writes; use "
             "tensor names of the .quantization.cfg (ONNX tensor names for most)."
         )
-    f16_nodes = {id(producers[t]) for t in float_layers}
+    by_name = {n.name: n for n in graph.node}
+    f16_nodes = set()
+    for t in float_layers:  # the toolkit's op: an exSwish is both its Sigmoid and its Mul
+        node = producers[t]
+        f16_nodes |= {
+            id(node),
+            *([id(by_name[f"{node.name}__sigmoid"])] if f"{node.name}__sigmoid" in by_name else []),
+        }
     requantized = {t for t, pair in pairs.items() if pair in rules.fuse and pair in rules.requantize}
-    if not quantize:
-        return Emulation(proto, [], fused, requantized)
-    inits = {i.name: i for i in graph.initializer}
-    _quantize_weights(graph, inits, step1.tensors, rules, f16_nodes)
     plan = _activation_plan(graph, step1.tensors, fused, requantized, consumers, f16_nodes, rules)
     for name in converted:  # a model input read by float16 ops only goes to float16 directly
         if consumers.get(name) and all(id(u) in f16_nodes for u in consumers[name]):
             plan.pop(name, None)
+    if not quantize:  # the same tensors, unrounded
+        order = [*(i.name for i in graph.input), *(o for n in graph.node for o in n.output)]
+        return Emulation(proto, [t for t in order if t in plan], fused, requantized)
+    inits = {i.name: i for i in graph.initializer}
+    _quantize_weights(graph, inits, step1.tensors, rules, f16_nodes)
     boundaries = _insert(graph, plan, f16_nodes, inits)
     return Emulation(proto, boundaries, fused, requantized, float_layers)
 

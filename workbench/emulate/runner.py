@@ -71,6 +71,7 @@ class EmulatorRunner:
         rules: the fake-quantization rules; the installed toolkit's by default.
         step1: step-1 files already read (skips the toolkit call).
         workdir, timeout: for the toolkit worker of step 1.
+        quantize: False runs the toolkit's graph in float (to check the mapping to ONNX).
     Raises:
         ToolkitError: step 1 failed. EmulatorError: the graph cannot be emulated.
     """
@@ -88,6 +89,7 @@ class EmulatorRunner:
         step1: Step1 | None = None,
         workdir: str | Path | None = None,
         timeout: float | None = 1800,
+        quantize: bool = True,
     ):
         if step1 is None:
             if calibration is None:
@@ -98,7 +100,7 @@ class EmulatorRunner:
         self.step1 = step1
         self.rules = rules or rules_for(toolkit_version())
         self.float_layers = tuple(dict.fromkeys([*config.float_layers, *float_layers]))
-        self.emulation: Emulation = emulation_graph(step1, self.rules, self.float_layers)
+        self.emulation: Emulation = emulation_graph(step1, self.rules, self.float_layers, quantize=quantize)
         known = {t.name: t for t in model.tensors if t.producer}
         tensors = [*self.emulation.boundaries, *self.emulation.float16]
         self.names = _onnx_names(tensors, known)  # {toolkit name: onnx name}
