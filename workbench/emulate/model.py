@@ -40,6 +40,8 @@ class Step1:
     proto: onnx.ModelProto  #: the toolkit's optimised graph (its tensor names)
     tensors: dict[str, TensorQuant]  #: the .quantization.cfg, per activation
     quant_tab: dict = field(default_factory=dict, repr=False)  #: the .data file's table (may be {})
+    #: what variants share: int8 weights per weight rule (computed on first use)
+    cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def read(cls, files: Mapping[str, str | Path]) -> Step1:
@@ -157,7 +159,7 @@ def emulation_graph(
         order = [*(i.name for i in graph.input), *(o for n in graph.node for o in n.output)]
         return Emulation(proto, [t for t in order if t in plan], fused, requantized)
     inits = {i.name: i for i in graph.initializer}
-    _quantize_weights(graph, inits, step1.tensors, rules, f16_nodes)
+    _quantize_weights(graph, inits, step1, rules, f16_nodes)
     boundaries = _insert(graph, plan, f16_nodes, inits)
     return Emulation(proto, boundaries, fused, requantized, float_layers)
 
@@ -218,9 +220,10 @@ def _pairs(graph) -> dict[str, tuple[str, str]]:
     return pairs
 
 
-def _quantize_weights(graph, inits, tensors: Mapping[str, TensorQuant], rules: Rules, f16_nodes) -> None:
+def _quantize_weights(graph, inits, step1: Step1, rules: Rules, f16_nodes) -> None:
     """Conv weights per channel to int8 and biases to the int32 grid (a float16 conv: its
-    weights to float16)."""
+    weights to float16). The int8 ones are computed once per Step1 and weight rule."""
+    cache = step1.cache.setdefault(("weights", rules.weights), {})
     for n in graph.node:
         if n.op_type != "Conv" or len(n.input) < 2 or n.input[1] not in inits:
             continue
@@ -228,13 +231,25 @@ def _quantize_weights(graph, inits, tensors: Mapping[str, TensorQuant], rules: R
             w = numpy_helper.to_array(inits[n.input[1]])
             _set(inits[n.input[1]], w.astype(np.float16).astype(np.float32))
             continue
-        w = numpy_helper.to_array(inits[n.input[1]])
-        quantized, scales = fake_quant_weight(w, rules.weights)
-        _set(inits[n.input[1]], quantized)
-        source = tensors.get(n.input[0])
-        if len(n.input) > 2 and n.input[2] in inits and source is not None and source.params:
-            b = numpy_helper.to_array(inits[n.input[2]])
-            _set(inits[n.input[2]], fake_quant_bias(b, source.params.scale, scales))
+        if n.name not in cache:
+            cache[n.name] = _int8_weights(n, inits, step1.tensors, rules)
+        for init in cache[n.name]:
+            inits[init.name].CopyFrom(init)
+
+
+def _int8_weights(node, inits, tensors: Mapping[str, TensorQuant], rules: Rules) -> list[onnx.TensorProto]:
+    w = numpy_helper.to_array(inits[node.input[1]])
+    quantized, scales = fake_quant_weight(w, rules.weights)
+    out = [numpy_helper.from_array(quantized.astype(w.dtype), node.input[1])]
+    source = tensors.get(node.input[0])
+    if len(node.input) > 2 and node.input[2] in inits and source is not None and source.params:
+        b = numpy_helper.to_array(inits[node.input[2]])
+        out.append(
+            numpy_helper.from_array(
+                fake_quant_bias(b, source.params.scale, scales).astype(b.dtype), node.input[2]
+            )
+        )
+    return out
 
 
 def _set(init: onnx.TensorProto, value: np.ndarray) -> None:

@@ -195,17 +195,20 @@ def _session(proto, fetch: Sequence[str]):
     import onnx
     import onnxruntime as ort
 
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    proto = copy
-    have = {o.name for o in proto.graph.output}
-    for name in fetch:
+    outputs = proto.graph.output
+    count, have = len(outputs), {o.name for o in outputs}
+    for name in fetch:  # added for serialising only: a model-sized copy would cost more
         if name not in have:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            outputs.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    serialised = proto.SerializeToString()
+    del outputs[count:]
 
     options = ort.SessionOptions()
+    # One thread: faster than two on the shared 2-core machines measured (0.19 s vs 0.27 s
+    # for 4 yolov8n samples); parallel work goes to separate processes.
+    options.intra_op_num_threads = 1
     # No graph optimisation: onnxruntime would fuse the quantize/dequantize pairs into its
     # own integer kernels, whose rounding is not the toolkit's.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(serialised, options, providers=["CPUExecutionProvider"])

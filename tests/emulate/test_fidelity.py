@@ -1,0 +1,81 @@
+"""The emulator against the toolkit's simulator (its accuracy_analysis snapshot), layer by
+layer: tiny models exactly, the zoo models within the issue's thresholds, a wrong rule
+caught, and the toolkit's float16 semantics reproduced."""
+
+import pytest
+
+from workbench.datasets import ZOO
+from workbench.emulate.fidelity import compare_with_snapshot, fidelity
+from workbench.emulate.quantize import RULES_2_5_0
+from workbench.emulate.runner import EmulatorRunner
+from workbench.preprocess import Preprocess
+from workbench.rknn.config import BuildConfig
+from workbench.runners.float import FloatRunner
+from workbench.runners.simulator import SimulatorRunner
+
+pytestmark = pytest.mark.toolkit
+
+PRE = {"x": Preprocess((127.5,) * 3, (64.0,) * 3)}
+
+
+@pytest.mark.parametrize("name", ["conv-relu-sigmoid", "residual-add", "concat-resize"])
+def test_tiny_models_are_emulated_exactly(tiny_models, small_set, name):
+    report = fidelity(tiny_models[name], BuildConfig(preprocess=PRE), small_set, small_set.rows[0])
+    assert report.ok, report.summary()
+    assert report.share_within == 1.0 and report.output_delta_db < 0.01
+    # fed the simulator's inputs, every layer computes the simulator's values
+    assert (report.layers.single_sqnr_db.dropna() >= 60).all()
+    assert report.rule_mismatches == {"rules_fuse": [], "toolkit_fuses": []}
+
+
+def test_the_float_view_of_the_toolkit_graph_is_the_onnx_model(tiny_models, small_set):
+    model = tiny_models["concat-resize"]
+    config = BuildConfig(preprocess=PRE)
+    with EmulatorRunner(model, config, small_set, quantize=False) as emulator:
+        got = emulator.run(small_set.rows[1])
+    expected = FloatRunner(model, PRE).run(small_set.rows[1])
+    assert {"a_out", "b_out", "cat_out", "up_out", "y"} <= set(got)
+    for name, value in got.items():
+        assert value == pytest.approx(expected[name], abs=1e-4), name
+
+
+def _zoo(zoo, name):
+    entry = ZOO[name]
+    return zoo(name), BuildConfig(preprocess={entry.input_name: entry.preprocess})
+
+
+@pytest.mark.zoo
+def test_lcnet_is_faithful_and_a_wrong_rule_is_caught(zoo, small_set):
+    model, config = _zoo(zoo, "lcnet-orientation")
+    row = small_set.rows[0]
+    emulator = EmulatorRunner(model, config, small_set)
+    with SimulatorRunner(model, config, small_set) as simulator:
+        snapshot = simulator.analyse(row)
+    report = compare_with_snapshot(emulator, row, snapshot.golden, snapshot.simulator)
+    assert report.ok, report.summary()
+    assert report.share_within >= 0.97 and report.spearman >= 0.99
+    for wrong in (
+        RULES_2_5_0.with_changes(weights="symmetric"),
+        RULES_2_5_0.with_changes(requantize=frozenset()),  # no depthwise + HardSwish requantization
+    ):
+        broken = EmulatorRunner(model, config, step1=emulator.step1, rules=wrong)
+        caught = compare_with_snapshot(broken, row, snapshot.golden, snapshot.simulator)
+        assert not caught.ok, (wrong, caught.summary())
+
+
+@pytest.mark.zoo
+def test_float16_layer_as_the_toolkit_runs_it(zoo, small_set):
+    """lcnet's first conv in float16: the toolkit's hybrid build vs the emulator's variant."""
+    model, config = _zoo(zoo, "lcnet-orientation")
+    hybrid = BuildConfig(preprocess=config.preprocess, float_layers=("p2o.pd_op.hardswish.0.0",))
+    report = fidelity(model, hybrid, small_set, small_set.rows[0])
+    assert report.ok, report.summary()
+    assert "p2o.pd_op.hardswish.0.0__int8" in set(report.layers.layer)
+
+
+@pytest.mark.zoo
+def test_yolov8n_is_faithful(zoo, small_set):
+    model, config = _zoo(zoo, "yolov8n")
+    report = fidelity(model, config, small_set, small_set.rows[0])
+    assert report.ok, report.summary()
+    assert report.share_within >= 0.97 and report.output_delta_db <= 1.0
