@@ -103,10 +103,8 @@ def compare_with_snapshot(
     forced = single_layer(emulator, feeds, simulated)
     outputs = emulator.output_names
     rows = []
-    for name in [
-        *emulator.emulation.boundaries,
-        *(o for o in outputs if o not in emulator.emulation.boundaries),
-    ]:
+    # the int8 boundaries, the float16 ops' own outputs and the model outputs
+    for name in dict.fromkeys([*emulator.emulation.boundaries, *emulator.emulation.float16, *outputs]):
         ref, sim, emu = golden.get(name), simulated.get(name), ours.get(name)
         if ref is None or sim is None or emu is None or not (ref.size == sim.size == emu.size):
             continue
@@ -185,7 +183,7 @@ def single_layer(emulator, feeds: Mapping[str, np.ndarray], simulated: Mapping[s
         shapes[b] = value
     from workbench.emulate.runner import _session
 
-    fetch = list(boundaries)
+    fetch = [*boundaries, *(t for t in emulator.emulation.float16 if t not in forced)]
     try:
         session = _session(proto, fetch)
         inputs = {i.name: i for i in session.get_inputs()}
