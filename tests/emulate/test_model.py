@@ -188,3 +188,29 @@ def test_runner_returns_onnx_names_and_the_outputs(tmp_path):
     variant = runner.variant(["s1"])
     assert variant.float_layers == ("s1",) and variant.step1 is runner.step1
     assert variant.outputs([tmp_path / "x.npy"])["y"] == pytest.approx(by_hand(True)["y"], abs=1e-6)
+
+
+def test_step1_files_that_are_not_step1_files_say_so(tmp_path):
+    (tmp_path / "m.model").write_bytes(b"not onnx")
+    (tmp_path / "m.cfg").write_text("quantize_parameters: {}\n")
+    with pytest.raises(EmulatorError, match="hybrid_step1"):
+        Step1.read({"model": tmp_path / "m.model", "cfg": tmp_path / "m.cfg"})
+    with pytest.raises(EmulatorError, match="calibration set"):
+        EmulatorRunner(onnx_model(), BuildConfig())
+
+
+def test_the_data_file_gives_its_table_and_nothing_else(tmp_path):
+    import argparse
+    import pickle
+
+    from workbench.emulate.model import _read_quant_tab
+
+    good = tmp_path / "good.data"
+    good.write_bytes(
+        pickle.dumps({"args": argparse.Namespace(a=1), "quant_tab": {"c1": {"qmode": "replace"}}})
+    )
+    assert _read_quant_tab(good) == {"c1": {"qmode": "replace"}}
+    evil = tmp_path / "evil.data"
+    evil.write_bytes(pickle.dumps({"quant_tab": {}, "x": __import__("collections").OrderedDict()}))
+    assert _read_quant_tab(evil) == {}  # a class other than argparse.Namespace is refused
+    assert _read_quant_tab(tmp_path / "missing.data") == {}

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import yaml
+from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from workbench.emulate.quantize import QParams, Rules, TensorQuant, fake_quant_bias, fake_quant_weight
@@ -53,7 +54,7 @@ class Step1:
         try:
             proto = onnx.load(str(files["model"]), load_external_data=False)
             cfg = yaml.safe_load(Path(files["cfg"]).read_text()) or {}
-        except (OSError, KeyError, onnx.onnx_cpp2py_export.checker.ValidationError, yaml.YAMLError) as err:
+        except (OSError, KeyError, ValueError, DecodeError, yaml.YAMLError) as err:
             raise EmulatorError(
                 f"Cannot read the toolkit's step-1 files {dict(files)}: {err}. Run hybrid_step1 "
                 "again (workbench.fix.evaluate._step1 shows how)."

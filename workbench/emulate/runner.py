@@ -16,7 +16,7 @@ import numpy as np
 
 from workbench.compare.align import align
 from workbench.datasets import CalibrationSet
-from workbench.emulate.model import Emulation, Step1, emulation_graph
+from workbench.emulate.model import Emulation, EmulatorError, Step1, emulation_graph
 from workbench.emulate.quantize import Rules, rules_for
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
@@ -93,7 +93,10 @@ class EmulatorRunner:
     ):
         if step1 is None:
             if calibration is None:
-                raise ValueError("EmulatorRunner needs a calibration set, or step1 files already read.")
+                raise EmulatorError(
+                    "EmulatorRunner needs a calibration set (for the toolkit's step 1), or step1= "
+                    "files already read with Step1.read()."
+                )
             step1 = run_step1(model, config, calibration, workdir, timeout)
         self.model = model
         self.config = config
