@@ -2,6 +2,7 @@
 layer: tiny models exactly, the zoo models within the issue's thresholds, a wrong rule
 caught, and the toolkit's float16 semantics reproduced."""
 
+import numpy as np
 import pytest
 
 from workbench.datasets import ZOO
@@ -86,3 +87,19 @@ def test_yolov8n_is_faithful(zoo, small_set):
     report = fidelity(model, config, small_set, small_set.rows[0])
     assert report.ok, report.summary()
     assert report.share_within >= 0.97 and report.output_delta_db <= 1.0
+
+
+def test_ties_round_half_to_even_in_the_simulator_and_the_emulator(tiny_models, small_set, tmp_path):
+    """Raw pixels calibrate the input to scale 1 (0-255), so x.5 inputs are exact ties:
+    the simulator rounds them to even (2.5 -> 2, 5.5 -> 6), as numpy and QuantizeLinear do."""
+    model = tiny_models["conv-relu-sigmoid"]
+    x = (np.arange(3 * 32 * 32) % 40 + 0.5).astype(np.float32).reshape(1, 3, 32, 32)
+    np.save(tmp_path / "ties.npy", x)
+    row = [tmp_path / "ties.npy"]
+    with SimulatorRunner(model, BuildConfig(), small_set) as simulator:
+        rounded = simulator.analyse(row).simulator["x_int8"].reshape(x.shape)
+    assert rounded.ravel()[[2, 5, 8, 11]].tolist() == [2.0, 6.0, 8.0, 12.0]
+    assert np.array_equal(rounded, np.round(x))
+    emulator = EmulatorRunner(model, BuildConfig(), small_set)
+    ours = emulator.run_arrays({"x": x}, ["x_int8"])["x_int8"]
+    assert np.array_equal(ours, rounded)

@@ -4,7 +4,8 @@ Measured on rknn-toolkit2 2.5.0 (zoo models lcnet-orientation and yolov8n, again
 simulator and against the quantization table the toolkit keeps in step 1's ``.data`` file):
 
 - activations: asymmetric per-tensor int8 with the ``.quantization.cfg`` scale and zero
-  point, applied only at compiled layer boundaries;
+  point, applied only at compiled layer boundaries, rounding half to even (exact ties in
+  the simulator: 2.5 -> 2, 5.5 -> 6; numpy and onnxruntime's QuantizeLinear do the same);
 - weights: per-output-channel asymmetric int8 over ``[min(w, 0), max(w, 0)]`` (scale and
   zero point computed in float64 equal the toolkit's table on every channel);
 - biases: int32 on the grid ``input scale x weight scale``;
@@ -99,8 +100,8 @@ class QParams:
 
 
 def fake_quant(x: np.ndarray, scale, zero_point, qmin: int = -128, qmax: int = 127) -> np.ndarray:
-    """Quantize and dequantize ``x`` (numpy's round half to even, as onnxruntime's
-    QuantizeLinear); ``scale``/``zero_point`` broadcast against ``x``."""
+    """Quantize and dequantize ``x``, rounding half to even as the simulator does (and
+    onnxruntime's QuantizeLinear); ``scale``/``zero_point`` broadcast against ``x``."""
     x = np.asarray(x, np.float64)
     q = np.clip(np.round(x / scale) + zero_point, qmin, qmax)
     return (q - zero_point) * scale
