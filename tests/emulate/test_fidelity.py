@@ -68,25 +68,26 @@ def test_lcnet_is_faithful_and_a_wrong_rule_is_caught(zoo, small_set):
 def test_float16_layer_as_the_toolkit_runs_it(zoo, small_set):
     """lcnet's first activation in float16: the toolkit's hybrid build vs the emulator's
     variant. Fed the simulator's inputs, every layer (the float16 one, the int8 copy of its
-    output, the conv whose fusion it broke) computes the simulator's values. Accumulated
-    error drifts on this sample (measured: the final FC 1.07 dB, the output 1.24 dB apart
-    with every layer exact), so only the layer share is asserted here."""
+    output, the conv whose fusion it broke) computes the simulator's values; averaged over
+    two samples the emulator is faithful (on sample 0 alone the output drifts 1.24 dB with
+    every layer exact, measured)."""
     model, config = _zoo(zoo, "lcnet-orientation")
     hybrid = BuildConfig(preprocess=config.preprocess, float_layers=("p2o.pd_op.hardswish.0.0",))
-    report = fidelity(model, hybrid, small_set, small_set.rows[0])
+    report = fidelity(model, hybrid, small_set, small_set.head(2))
     layers = report.layers.set_index("layer")
     assert {"p2o.pd_op.batch_norm_.0.0", "p2o.pd_op.hardswish.0.0__int8"} <= set(layers.index)
     assert "p2o.pd_op.hardswish.0.0" in set(layers.index)  # the float16 value keeps its name
     assert (layers.single_sqnr_db.dropna() >= 60).all(), layers[layers.single_sqnr_db < 60]
-    assert report.share_within >= 0.9, report.summary()
+    assert report.ok, report.summary()
 
 
 @pytest.mark.zoo
 def test_yolov8n_is_faithful(zoo, small_set):
     model, config = _zoo(zoo, "yolov8n")
-    report = fidelity(model, config, small_set, small_set.rows[0])
+    report = fidelity(model, config, small_set, small_set.head(2))
     assert report.ok, report.summary()
     assert report.share_within >= 0.97 and report.output_delta_db <= 1.0
+    assert report.spearman >= 0.99
 
 
 def test_ties_round_half_to_even_in_the_simulator_and_the_emulator(tiny_models, small_set, tmp_path):
