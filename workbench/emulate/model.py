@@ -137,20 +137,7 @@ def emulation_graph(
         for i in n.input:
             consumers[i].append(n)
     float_layers = list(dict.fromkeys(float_layers))
-    unknown = [t for t in float_layers if t not in producers]
-    if unknown:
-        raise EmulatorError(
-            f"float_layers names {unknown[:5]}, which no op of the toolkit's graph writes; use "
-            "tensor names of the .quantization.cfg (ONNX tensor names for most)."
-        )
-    by_name = {n.name: n for n in graph.node}
-    f16_nodes = set()
-    for t in float_layers:  # the toolkit's op: an exSwish is both its Sigmoid and its Mul
-        node = producers[t]
-        f16_nodes |= {
-            id(node),
-            *([id(by_name[f"{node.name}__sigmoid"])] if f"{node.name}__sigmoid" in by_name else []),
-        }
+    f16_nodes = _float16_nodes(graph, producers, float_layers)
     requantized = {t for t, pair in pairs.items() if pair in rules.fuse and pair in rules.requantize}
     plan = _activation_plan(graph, step1.tensors, fused, requantized, consumers, f16_nodes, rules)
     for name in converted:  # a model input read by float16 ops only goes to float16 directly
@@ -163,6 +150,24 @@ def emulation_graph(
     _quantize_weights(graph, inits, step1, rules, f16_nodes)
     boundaries = _insert(graph, plan, f16_nodes, inits)
     return Emulation(proto, boundaries, fused, requantized, float_layers)
+
+
+def _float16_nodes(graph, producers, float_layers: list[str]) -> set[int]:
+    """ids of the nodes that run in float16: the producer of each float layer (an exSwish
+    is both its Sigmoid and its Mul)."""
+    unknown = [t for t in float_layers if t not in producers]
+    if unknown:
+        raise EmulatorError(
+            f"float_layers names {unknown[:5]}, which no op of the toolkit's graph writes; use "
+            "tensor names of the .quantization.cfg (ONNX tensor names for most)."
+        )
+    by_name = {n.name: n for n in graph.node}
+    nodes = set()
+    for t in float_layers:
+        node = producers[t]
+        partner = by_name.get(f"{node.name}__sigmoid")
+        nodes |= {id(node), *([id(partner)] if partner is not None else [])}
+    return nodes
 
 
 def _standard_ops(graph: onnx.GraphProto) -> set[str]:
