@@ -5,10 +5,11 @@ caught, and the toolkit's float16 semantics reproduced."""
 import numpy as np
 import pytest
 
+import workbench.rknn.session
 from workbench.datasets import ZOO
 from workbench.emulate.fidelity import compare_with_snapshot, fidelity
 from workbench.emulate.quantize import RULES_2_5_0
-from workbench.emulate.runner import EmulatorRunner
+from workbench.emulate.runner import EmulatorRunner, run_step1
 from workbench.preprocess import Preprocess
 from workbench.rknn.config import BuildConfig
 from workbench.runners.float import FloatRunner
@@ -104,3 +105,18 @@ def test_ties_round_half_to_even_in_the_simulator_and_the_emulator(tiny_models, 
     emulator = EmulatorRunner(model, BuildConfig(), small_set)
     ours = emulator.run_arrays({"x": x}, ["x_int8"])["x_int8"]
     assert np.array_equal(ours, rounded)
+
+
+def test_step1_is_kept_and_read_back(tiny_models, small_set, tmp_path, monkeypatch):
+    monkeypatch.setenv("RKNN_WORKBENCH_CACHE", str(tmp_path))
+    model = tiny_models["residual-add"]
+    first = run_step1(model, BuildConfig(preprocess=PRE), small_set)
+
+    def no_toolkit(*args, **kwargs):
+        raise AssertionError("the toolkit was started again")
+
+    monkeypatch.setattr(workbench.rknn.session, "ToolkitSession", no_toolkit)
+    # float16 choices do not change step 1: the same files serve every what-if
+    again = run_step1(model, BuildConfig(preprocess=PRE, float_layers=("relu1_out",)), small_set)
+    assert set(again.tensors) == set(first.tensors) and again.quant_tab.keys() == first.quant_tab.keys()
+    assert again.tensors["relu1_out"].params == first.tensors["relu1_out"].params

@@ -8,7 +8,11 @@ The tensors come back by ONNX name, like every other runner's.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -29,8 +33,14 @@ def run_step1(
     calibration: CalibrationSet,
     workdir: str | Path | None = None,
     timeout: float | None = 1800,
+    *,
+    cache: bool = True,
 ) -> Step1:
     """The toolkit's hybrid_quantization_step1 for ``model`` (in a worker), read into memory.
+
+    With ``cache``, the three files are kept under the cache folder, keyed by the content of
+    the model, the settings (float16 choices aside: step 1 does not depend on them), the
+    calibration files and the toolkit version, and an identical later call reads them back.
 
     Raises:
         ToolkitError: the toolkit failed (its own lines quoted).
@@ -38,6 +48,10 @@ def run_step1(
     from workbench.rknn.session import ToolkitSession
 
     config.check_model(model)
+    kept = _step1_folder(model, config, calibration)
+    names = {"model": "model.model", "data": "model.data", "cfg": "model.quantization.cfg"}
+    if cache and all((kept / n).is_file() for n in names.values()):
+        return Step1.read({k: kept / n for k, n in names.items()})
     with ToolkitSession(workdir, timeout=timeout) as session:
         dataset = calibration.write_list(session.workdir / "dataset.txt")
         files, _ = session.call(
@@ -46,7 +60,31 @@ def run_step1(
             config=config.toolkit_kwargs(model.inputs),
             dataset=str(dataset),
         )
+        if cache:
+            _keep(files, kept, names)
         return Step1.read(files)
+
+
+def _step1_folder(model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> Path:
+    from workbench.compare.divergence import run_key
+    from workbench.datasets import cache_dir
+
+    plain = dataclasses.replace(config, float_layers=(), auto_hybrid=False)
+    return cache_dir() / "step1" / run_key(model, plain, calibration, calibration, "step1")
+
+
+def _keep(files: Mapping[str, str], folder: Path, names: Mapping[str, str]) -> None:
+    """Copy step 1's files into ``folder`` atomically (a partial copy is never read back)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for key, name in names.items():
+            shutil.copy(files[key], tmp / name)
+        os.replace(tmp, folder)
+    except OSError:  # another process kept the same files first
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def toolkit_version() -> str:
@@ -72,6 +110,7 @@ class EmulatorRunner:
         step1: step-1 files already read (skips the toolkit call).
         workdir, timeout: for the toolkit worker of step 1.
         quantize: False runs the toolkit's graph in float (to check the mapping to ONNX).
+        cache: reuse step 1's files of an identical earlier call (see ``run_step1``).
     Raises:
         ToolkitError: step 1 failed. EmulatorError: the graph cannot be emulated.
     """
@@ -90,6 +129,7 @@ class EmulatorRunner:
         workdir: str | Path | None = None,
         timeout: float | None = 1800,
         quantize: bool = True,
+        cache: bool = True,
     ):
         if step1 is None:
             if calibration is None:
@@ -97,7 +137,7 @@ class EmulatorRunner:
                     "EmulatorRunner needs a calibration set (for the toolkit's step 1), or step1= "
                     "files already read with Step1.read()."
                 )
-            step1 = run_step1(model, config, calibration, workdir, timeout)
+            step1 = run_step1(model, config, calibration, workdir, timeout, cache=cache)
         self.model = model
         self.config = config
         self.step1 = step1
