@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.compare.align import align
 from workbench.datasets import CalibrationSet
 from workbench.emulate.model import Emulation, EmulatorError, Step1, emulation_graph
 from workbench.emulate.quantize import Rules, rules_for
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
 from workbench.rknn.config import BuildConfig
+from workbench.rknn.names import align
 
 
 def run_step1(
