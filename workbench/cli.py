@@ -122,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--samples", type=int, help="judge only the first N samples")
     evaluate.add_argument("--board", help="also run on this board (a name from boards.toml)")
     evaluate.add_argument(
+        "--mode",
+        default="simulator",
+        choices=["simulator", "emulator"],
+        help="quantized backend: the toolkit's simulator (default) or the workbench's emulator (what-ifs)",
+    )
+    evaluate.add_argument(
         "--min-agreement", type=float, metavar="A", help="exit 1 if agreement with float is below A (0-1)"
     )
     evaluate.add_argument(
@@ -410,7 +416,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         from workbench.board.config import get_board
 
         board = get_board(args.board)
-    result = evaluate(model, config, calibration, data, adapter, board=board, progress=not args.json)
+    result = evaluate(
+        model, config, calibration, data, adapter, board=board, mode=args.mode, progress=not args.json
+    )
     run = result.save(out)
     reasons = result.check(args.min_agreement, args.max_drop)
     if args.json:

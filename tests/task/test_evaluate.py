@@ -216,3 +216,26 @@ def test_labels_that_do_not_fit_stop_before_any_build(tmp_path):
     coco_like = LabelledSet(samples, ["a", "b"], tmp_path, "coco")
     with pytest.raises(WorkbenchError, match="do not fit the 'classification' task"):
         evaluate(model, BuildConfig(), samples, coco_like, adapter, cache=False, progress=False)
+
+
+@pytest.mark.toolkit
+def test_the_emulator_gives_the_simulators_answers(flipped_run, tmp_path_factory):
+    """Same samples, same build settings: the emulator's answers are the simulator's."""
+    tmp = tmp_path_factory.mktemp("emulated")
+    means = [(0.5, 0.5001, 0.0), (0.2, 0.9, 0.1), (0.7, 0.70005, 0.3), (0.9, 0.1, 0.0)]
+    samples = _samples(tmp, means)
+    model = _channel_mean_classifier()
+    emulated = evaluate(
+        model,
+        BuildConfig(),
+        samples,
+        LabelledSet(samples, ["1", "1", "1", "0"], tmp, "csv"),
+        get_adapter("classification", model=model),
+        mode="emulator",
+        cache=False,
+        progress=False,
+    )
+    assert emulated.backends == ["emulator"]
+    simulated = flipped_run.table[flipped_run.table.backend == "simulator"].prediction.tolist()
+    assert emulated.table[emulated.table.backend == "emulator"].prediction.tolist() == simulated
+    assert sorted(emulated.flips()["sample"]) == [0, 2]

@@ -37,6 +37,11 @@ class ToolkitRunner:
     def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
         raise NotImplementedError
 
+    def outputs(self, row) -> dict:
+        """The model's graph outputs of one sample (the answers' input)."""
+        tensors = self.run(row)
+        return {name: tensors[name] for name in self.model.outputs}
+
     def close(self) -> None:
         self.session.close()
 

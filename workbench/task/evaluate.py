@@ -85,9 +85,10 @@ class TaskResult:
         columns = ["backend", "samples", "accuracy", "agreement", "flips", "errors"]
         return pd.DataFrame(rows, columns=[*columns, *self._metric_columns()])
 
-    def flips(self, backend: str = "simulator") -> pd.DataFrame:
-        """Samples whose ``backend`` answer differs from float: float's and the backend's
-        prediction side by side, with the label."""
+    def flips(self, backend: str | None = None) -> pd.DataFrame:
+        """Samples whose ``backend`` answer (default: the first quantized one) differs from
+        float: float's and the backend's prediction side by side, with the label."""
+        backend = backend or (self.backends[0] if self.backends else "simulator")
         mine = self.table[(self.table.backend == backend) & (self.table.agree == False)]  # noqa: E712
         ref = self.table[self.table.backend == FLOAT].set_index("sample")
         out = mine[["sample", "path", "label", "prediction", "correct"]].rename(
@@ -200,6 +201,7 @@ def evaluate(
     *,
     board=None,
     quantized: bool = True,
+    mode: str = "simulator",
     cache: bool = True,
     progress: bool = True,
 ) -> TaskResult:
@@ -215,6 +217,9 @@ def evaluate(
         adapter: a TaskAdapter or a name for ``get_adapter`` (its settings from the model).
         board: a ``workbench.board.config.Board`` to run on as well (model outputs only).
         quantized: False runs float only (labels vs float: is the set itself right?).
+        mode: the quantized backend: "simulator" (the toolkit's, the model as deployed) or
+            "emulator" (workbench.emulate: the toolkit's int8 arithmetic in onnxruntime,
+            for fast what-ifs; check its fidelity first).
         cache: reuse an identical earlier evaluation (same model, config, calibration,
             samples, labels, adapter); user callables are never cached.
 
@@ -225,8 +230,9 @@ def evaluate(
     from tqdm.auto import tqdm
 
     from workbench.runners.float import FloatRunner
-    from workbench.runners.markall import MarkAllRunner
 
+    if mode not in ANSWER_BACKENDS:
+        raise WorkbenchError(f"Unknown mode {mode!r} for answers: use one of {', '.join(ANSWER_BACKENDS)}.")
     data = _as_labelled(data)
     if isinstance(adapter, str):
         adapter = get_adapter(adapter, model=model)
@@ -236,7 +242,7 @@ def evaluate(
     data.samples.validate(model.inputs, config.preprocess)
     if quantized:
         calibration.validate(model.inputs, config.preprocess)
-    key = _key(model, config, calibration, data, adapter, board, quantized)
+    key = _key(model, config, calibration, data, adapter, board, quantized, mode)
     cached = cache_dir() / "answers" / key if key else None
     if cache and cached is not None and TaskResult.exists(cached):
         # Same content, maybe another place: the rows name this call's files.
@@ -258,9 +264,9 @@ def evaluate(
     rows = list(floats)
     partial = None
     if quantized:
-        with MarkAllRunner(model, config, calibration, outputs_only=True) as simulator:
-            for i, row in enumerate(tqdm(rows_in, desc="answers (simulator)", disable=not progress)):
-                rows.append(judge.row(i, row, "simulator", lambda r=row: simulator.run(r)))
+        with ANSWER_BACKENDS[mode](model, config, calibration) as runner:
+            for i, row in enumerate(tqdm(rows_in, desc=f"answers ({runner.backend})", disable=not progress)):
+                rows.append(judge.row(i, row, runner.backend, lambda r=row: runner.outputs(r)))
         if board is not None:
             board_rows, partial = _board_answers(judge, model, config, calibration, board, rows_in, progress)
             rows += board_rows
@@ -285,6 +291,23 @@ def evaluate(
     if cache and cached is not None and not partial:
         result.save(cached)
     return result
+
+
+def _simulator(model, config, calibration):
+    from workbench.runners.markall import MarkAllRunner
+
+    return MarkAllRunner(model, config, calibration, outputs_only=True)
+
+
+def _emulator(model, config, calibration):
+    from workbench.emulate.runner import EmulatorRunner
+
+    return EmulatorRunner(model, config, calibration)
+
+
+#: the quantized backends answers can come from: name -> runner factory (model, config,
+#: calibration); each runner has ``backend`` (its rows' label) and ``outputs(row)``.
+ANSWER_BACKENDS = {"simulator": _simulator, "emulator": _emulator}
 
 
 def collect_outputs(
@@ -412,13 +435,15 @@ def _as_labelled(data) -> LabelledSet:
     return load_labelled(data)
 
 
-def _key(model, config, calibration, data: LabelledSet, adapter, board, quantized: bool) -> str | None:
+def _key(
+    model, config, calibration, data: LabelledSet, adapter, board, quantized: bool, mode: str
+) -> str | None:
     """Content hash of an evaluation; None (never cached) for a user's own adapter."""
     if isinstance(adapter, CallableAdapter):
         return None
     labels = json.dumps(data.labels, default=_json_default, sort_keys=True)
-    mode = f"answers|{adapter!r}|{labels}|{getattr(board, 'name', '')}|{quantized}"
-    return run_key(model, config, calibration, data.samples, mode)
+    what = f"answers|{adapter!r}|{labels}|{getattr(board, 'name', '')}|{quantized}|{mode}"
+    return run_key(model, config, calibration, data.samples, what)
 
 
 def _label_text(label) -> str:
