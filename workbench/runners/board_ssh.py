@@ -127,6 +127,16 @@ class SshBoardRunner:
                     on_sample(start + i + 1)
             shutil.rmtree(batch_dir, ignore_errors=True)
 
+    def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
+        """One sample's tensors (one remote run; ``run_many`` batches several)."""
+        (tensors,) = self.run_many([row])  # drained, so the batch's files are cleaned up
+        return tensors
+
+    def outputs(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
+        """The model's graph outputs of one sample."""
+        tensors = self.run(row)
+        return {name: tensors[name] for name in self.model.outputs}
+
     def _push_samples(self, chunk, start: int) -> list[str]:
         stage = self.local / "stage"
         shutil.rmtree(stage, ignore_errors=True)

@@ -39,6 +39,7 @@ class FloatRunner:
 
         self.model = model
         self.preprocess = preprocess or Preprocess()
+        self._outputs_session: FloatRunner | None = None
         known = {t.name: t for t in model.tensors}
         wanted = list(keep) if keep is not None else [t.name for t in model.tensors if t.dtype]
         missing = [n for n in wanted if n not in known]
@@ -69,8 +70,27 @@ class FloatRunner:
         """Tensors for one sample given as files (one per input), preprocessed like the toolkit."""
         return self.run_arrays(load_row(row, self.model.inputs, self.preprocess))
 
+    def outputs(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
+        """The model's graph outputs of one sample (all of them, whatever ``keep`` says)."""
+        source: FloatRunner = self
+        if not set(self.model.outputs) <= set(self.output_names):  # ``keep`` left some out
+            if self._outputs_session is None:
+                self._outputs_session = FloatRunner(
+                    self.model, self.preprocess, keep=list(self.model.outputs)
+                )
+            source = self._outputs_session
+        tensors = source.run(row)
+        return {name: tensors[name] for name in self.model.outputs}
+
     def close(self) -> None:
         self.session = None
+        self._outputs_session = None
+
+    def __enter__(self) -> FloatRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _with_outputs(model: OnnxModel, names: list[str], known) -> onnx.ModelProto:
