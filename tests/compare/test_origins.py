@@ -66,3 +66,25 @@ def test_column_set_keeps_what_callers_use():
     used = {"layer", "op_type", "rknn_layer", "sqnr_db_mean", "sqnr_db_worst", "cosine_mean"}
     assert used | {"verdict", "upstream_sqnr_db", "index", "single_cos_mean"} <= set(table.columns)
     assert table.columns[-1] == "single_cos_mean"
+
+
+def test_single_layer_cosine_decides_where_present():
+    """l4 loses 4 dB at its boundary, but the toolkit rates it 0.9999 on its own: the error
+    is inherited, not made there (a fused saturating activation upstream can hide the
+    real origin's error at its boundary). l2, with no single-layer cosine, is judged by its
+    SQNR drop as before."""
+    table = _chain({"l4": 0.9999}).first_divergence().set_index("layer")
+    assert table.verdict["l4"] == "inherited"
+    assert table.verdict["l2"] == "origin"
+    assert list(_chain({"l4": 0.9999, "l2": 0.98}).origins(n=5).layer) == ["l2"]
+
+
+def test_rows_measured_on_a_changed_model_are_left_out():
+    """A row flagged marking-changed-quantization never reaches summary() or the verdicts."""
+    result = _chain()
+    result.table.loc[result.table.layer == "l4", "flag"] = "transposed,marking-changed-quantization"
+    summary = result.summary()
+    assert "l4" not in set(summary.layer) and len(summary) == 4
+    table = result.first_divergence().set_index("layer")
+    assert "l4" not in table.index
+    assert table.upstream_sqnr_db["l5"] == 14.0  # l5's nearest compared parent is l4 (left out)

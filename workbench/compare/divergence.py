@@ -98,8 +98,9 @@ class Divergence:
         ``cosine_mean``, then the rest of :meth:`summary` (``single_cos_mean`` last: it is
         empty in mark-all mode). One row per compared layer, in topological order.
 
-        - ``upstream_sqnr_db``: SQNR entering the layer (the worst compared layer feeding it;
-          :data:`MAX_SQNR_DB` for the first layers).
+        - ``upstream_sqnr_db``: SQNR entering the layer (the worst compared layer feeding it,
+          looking through layers left out of the summary; :data:`MAX_SQNR_DB` for the first
+          layers).
         - ``local_drop_db``: ``upstream_sqnr_db - sqnr_db_mean`` (negative when error shrinks).
         - local noise: the error the layer adds, as noise power over signal power (nmse).
           From the toolkit's single-layer cosine where there is one (``1/cos^2 - 1``, the nmse
@@ -115,8 +116,20 @@ class Divergence:
         parents = self.meta.get("parents", {})
         sqnr = dict(zip(summary.layer, summary.sqnr_db_mean))
         upstream, verdicts, local = [], [], []
+
+        def entering_sqnr(layer: str, seen: set[str]) -> list[float]:
+            # through parents left out of the summary (flagged) to the compared ones above them
+            out = []
+            for p in parents.get(layer, []):
+                if p in sqnr:
+                    out.append(sqnr[p])
+                elif p not in seen:
+                    seen.add(p)
+                    out += entering_sqnr(p, seen)
+            return out
+
         for r in summary.itertuples():
-            ups = [sqnr[p] for p in parents.get(r.layer, []) if p in sqnr]
+            ups = entering_sqnr(r.layer, set())
             entering = min(ups) if ups else MAX_SQNR_DB
             upstream.append(entering)
             local.append(_local_noise(r.sqnr_db_mean, entering, r.single_cos_mean))
