@@ -30,12 +30,19 @@ def test_a_clipped_range_that_marking_removes_is_a_change():
 
 
 def test_ranges_are_compared_as_int8_uses_them():
-    """Asymmetric int8 always holds 0: a raw output range [0.26, 5] is the plain [0, 5]. A
-    difference under 1e-4 of the range is rounding; tensors only one cfg has are skipped."""
+    """Asymmetric int8 always holds 0: a raw output range [0.26, 5] is the plain [0, 5]. An
+    end moving by less than half a step (of 255 over the plain range) is no change (ppocr-cls:
+    a HardSwish floor -0.3737 -> -0.375); tensors only one cfg has are skipped."""
     plain = {"a": _entry(0.0, 5.0), "b": _entry(-1.0, 1.0), "c": _entry(-1.0, 1.0)}
-    marked = {"a": _entry(0.26, 5.0, scale=()), "b": _entry(-1.0, 1.00001), "d": _entry(-9.0, 9.0)}
+    plain["h"] = _entry(-0.3737, 4.689)
+    marked = {
+        "a": _entry(0.26, 5.0, scale=()),
+        "b": _entry(-1.0, 1.003),  # 0.38 steps of 2/255
+        "d": _entry(-9.0, 9.0),
+        "h_int8": _entry(-0.375, 4.689),
+    }
     assert changed_ranges(plain, marked) == {}
-    assert changed_ranges(plain, {"b": _entry(-1.0, 1.01)}) == {"b": "[-1, 1] -> [-1, 1.01]"}
+    assert changed_ranges(plain, {"b": _entry(-1.0, 1.005)}) == {"b": "[-1, 1] -> [-1, 1.005]"}  # 0.64 steps
 
 
 @pytest.mark.toolkit

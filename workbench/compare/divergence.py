@@ -90,13 +90,14 @@ class Divergence:
           only where there is no single-layer cosine: its SQNR is below ``threshold_db``
           while the worst compared layer feeding it was above (it crosses the line here), or
           more than ``drop_db`` above it;
-        - "inherited": below ``threshold_db`` (or with a drop) without being an origin;
+        - "inherited": below ``threshold_db`` without being an origin;
         - "ok".
 
         Columns, most useful first: ``layer``, ``op_type``, ``verdict``, ``share``,
         ``sqnr_db_mean``, ``local_drop_db``, ``local_sqnr_db``, ``upstream_sqnr_db``,
-        ``cosine_mean``, then the rest of :meth:`summary` (``single_cos_mean`` last: it is
-        empty in mark-all mode). One row per compared layer, in topological order.
+        ``cosine_mean``, then the rest of :meth:`summary` (``single_cos_mean`` last: in
+        mark-all mode it comes from the first sample only, and is empty without
+        ``single_layer``). One row per compared layer, in topological order.
 
         - ``upstream_sqnr_db``: SQNR entering the layer (the worst compared layer feeding it,
           looking through layers left out of the summary; :data:`MAX_SQNR_DB` for the first
