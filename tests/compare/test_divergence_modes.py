@@ -154,3 +154,27 @@ def test_yolov8n_divergence_and_first_divergence(zoo, small_set, isolated_cache)
     logits = result.table[result.table.layer == "/model.22/cv3.0/cv3.0.2/Conv_output_0"].set_index("sample")
     assert "left-unmarked" in logits.flag[0] and logits.sqnr_db[0] < 15  # the plain model's clipping
     assert logits.status[1] == "fused" and "marking-changed-quantization" in logits.flag[1]
+
+
+def test_marked_outputs_that_differ_fall_back_to_snapshot(
+    tiny_models, small_set, isolated_cache, monkeypatch
+):
+    """When the guard cannot make the marked model's outputs equal the plain model's, no
+    mark-all number is reported: the run is measured in snapshot mode, with a warning."""
+    import workbench.runners.markall as markall
+
+    class Differs:
+        def __init__(self, *args, **kwargs):
+            self.guard = markall.MarkGuard(outputs_cosine=0.99, rounds=3)
+            self.closed = False
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(markall, "MarkAllRunner", Differs)
+    model, config = tiny_models["conv-relu-sigmoid"], BuildConfig(preprocess=PRE)
+    with pytest.warns(UserWarning, match="changed the model's outputs.*snapshot"):
+        result = compute_divergence(model, config, small_set, small_set.head(1), progress=False)
+    assert result.meta["mode"] == "snapshot" and result.meta["guard"]["fallback"] == "snapshot"
+    assert result.meta["guard"]["outputs_cosine"] == 0.99 and not result.meta["guard"]["same_outputs"]
+    assert result.table.toolkit_single_cos.notna().any()  # a snapshot run's table
