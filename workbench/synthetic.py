@@ -222,6 +222,79 @@ def mixed_range_head(classes: int = 4, box_scale: float = 300.0) -> onnx.ModelPr
     return _model(nodes, [1, 4 + classes, 64], i_feat + i_box + i_cls + consts, "mixed_range_head")
 
 
+def se_block() -> onnx.ModelProto:
+    """A squeeze-excitation block whose error is made inside a fused layer: Conv 3->16 + Relu
+    (the features), GlobalAveragePool, Conv 16->4, Relu, Conv 4->16 (``gate_logits``),
+    HardSigmoid, Mul with the features, Conv 16->8 (1x1), GlobalAveragePool.
+
+    Output channel 0 of the second SE conv has 100x larger weights: its logits reach -47 while
+    the others stay within [-3, 3]. The toolkit fuses that conv with the HardSigmoid and clips
+    the logits to [-3, 3] (where the gate saturates): measured on 2.5.0, the conv's
+    single-layer cosine is 0.61 while the gate (the layer boundary) reads cosine 1.000."""
+    rng = np.random.default_rng(7)
+    c1, i1 = _conv("stem", "x", "stem_out", 3, 16, rng)
+    head, ih = _conv("head", "scaled", "head_out", 16, 8, rng, k=1)
+    expand = rng.normal(0, 0.5, (16, 4, 1, 1)).astype(np.float32)
+    expand[0] *= 100
+    inits = [
+        numpy_helper.from_array(rng.uniform(-0.1, 0.3, (4, 16, 1, 1)).astype(np.float32), "se_reduce.w"),
+        numpy_helper.from_array(np.full(4, 0.5, np.float32), "se_reduce.b"),
+        numpy_helper.from_array(expand, "se_expand.w"),
+        numpy_helper.from_array(np.zeros(16, np.float32), "se_expand.b"),
+    ]
+    nodes = [
+        c1,
+        helper.make_node("Relu", ["stem_out"], ["feat"], name="stem_relu"),
+        helper.make_node("GlobalAveragePool", ["feat"], ["pooled"], name="squeeze"),
+        helper.make_node("Conv", ["pooled", "se_reduce.w", "se_reduce.b"], ["reduced"], name="se_reduce"),
+        helper.make_node("Relu", ["reduced"], ["reduced_relu"], name="se_relu"),
+        helper.make_node(
+            "Conv", ["reduced_relu", "se_expand.w", "se_expand.b"], ["gate_logits"], name="se_expand"
+        ),
+        # alpha/beta written out: the toolkit's HardSigmoid fusion reads them and fails on defaults
+        helper.make_node("HardSigmoid", ["gate_logits"], ["gate"], name="se_gate", alpha=1 / 6, beta=0.5),
+        helper.make_node("Mul", ["feat", "gate"], ["scaled"], name="se_scale"),
+        head,
+        helper.make_node("GlobalAveragePool", ["head_out"], ["y"], name="pool"),
+    ]
+    return _model(nodes, [1, 8, 1, 1], i1 + ih + inits, "se_block")
+
+
+def logit_head() -> onnx.ModelProto:
+    """A yolov8-style detection head: box and class convs concatenated, flattened to
+    (1,8,1024), split again, Sigmoid on the class logits, concatenated to ``y``.
+
+    The class logits (bias -12) range over about [-53, 19]; before the Sigmoid the toolkit
+    clips them to [-7, 7], and to the shared range of the Concat upstream (measured on 2.5.0:
+    ``cls_out`` quantized over [-7.3, 7.9]). Marking ``cls_out`` as an output removes that
+    clipping (its range becomes [-53.5, 18.7]) and changes ``y`` (cosine 0.99934 to the plain
+    build's)."""
+    rng = np.random.default_rng(8)
+    c1, i1 = _conv("conv1", "x", "conv1_out", 3, 8, rng)
+    box, ib = _conv("box", "relu1_out", "box_out", 8, 4, rng)
+    cls, ic = _conv("cls", "relu1_out", "cls_out", 8, 4, rng)
+    ic = [
+        numpy_helper.from_array(numpy_helper.to_array(ic[0]) * 6, "cls.w"),
+        numpy_helper.from_array(np.full(4, -12, np.float32), "cls.b"),
+    ]
+    consts = [
+        numpy_helper.from_array(np.array([1, 8, 1024], np.int64), "flat"),
+        numpy_helper.from_array(np.array([4, 4], np.int64), "parts"),
+    ]
+    nodes = [
+        c1,
+        helper.make_node("Relu", ["conv1_out"], ["relu1_out"], name="relu1"),
+        box,
+        cls,
+        helper.make_node("Concat", ["box_out", "cls_out"], ["both"], name="cat", axis=1),
+        helper.make_node("Reshape", ["both", "flat"], ["both_flat"], name="flatten"),
+        helper.make_node("Split", ["both_flat", "parts"], ["box_flat", "cls_flat"], name="split", axis=1),
+        helper.make_node("Sigmoid", ["cls_flat"], ["scores"], name="score"),
+        helper.make_node("Concat", ["box_flat", "scores"], ["y"], name="out", axis=1),
+    ]
+    return _model(nodes, [1, 8, 1024], i1 + ib + ic + consts, "logit_head")
+
+
 #: Every synthetic model by name.
 SYNTHETIC: dict[str, Callable[[], onnx.ModelProto]] = {
     "conv-relu-sigmoid": conv_relu_sigmoid,
@@ -232,4 +305,6 @@ SYNTHETIC: dict[str, Callable[[], onnx.ModelProto]] = {
     "two-inputs": two_inputs,
     "transformer-neck": transformer_neck,
     "mixed-range-head": mixed_range_head,
+    "se-block": se_block,
+    "logit-head": logit_head,
 }

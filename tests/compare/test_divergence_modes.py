@@ -27,7 +27,10 @@ def test_modes_agree_on_a_tiny_model(tiny_models, small_set, isolated_cache):
     common = a.index.intersection(b.index)
     assert len(common) >= 2  # mark-all sees boundaries only; the snapshot also some fused tensors
     np.testing.assert_allclose(a.loc[common, "cosine_mean"], b.loc[common, "cosine_mean"], atol=1e-4)
-    assert b.single_cos_mean.notna().any() and a.single_cos_mean.isna().all()
+    # mark-all has the toolkit's single-layer cosine from its snapshot sample (the first)
+    assert b.single_cos_mean.notna().any() and a.single_cos_mean.notna().any()
+    with_single = fast.table[fast.table.toolkit_single_cos.notna()]
+    assert set(with_single["sample"]) == {0}
 
 
 def test_rerun_comes_from_the_cache(tiny_models, small_set, isolated_cache, monkeypatch):
@@ -144,4 +147,34 @@ def test_yolov8n_divergence_and_first_divergence(zoo, small_set, isolated_cache)
     table = result.first_divergence()
     assert len(table) > 80 and set(table.verdict) <= {"ok", "inherited", "origin"}
     assert (result.table.status == "fused").any()  # fused tensors are listed, not dropped
-    assert set(result.table.layer) == {t.name for t in zoo("yolov8n").tensors}
+    tensors = {t.name for t in zoo("yolov8n").tensors}
+    assert tensors <= set(result.table.layer)
+    extra = result.table[~result.table.layer.isin(tensors)]  # compiled layers with no ONNX tensor
+    assert len(extra) and set(extra.status) == {"unmapped"} and set(extra["sample"]) == {0}
+    logits = result.table[result.table.layer == "/model.22/cv3.0/cv3.0.2/Conv_output_0"].set_index("sample")
+    assert "left-unmarked" in logits.flag[0] and logits.sqnr_db[0] < 15  # the plain model's clipping
+    assert logits.status[1] == "fused" and "marking-changed-quantization" in logits.flag[1]
+
+
+def test_marked_outputs_that_differ_fall_back_to_snapshot(
+    tiny_models, small_set, isolated_cache, monkeypatch
+):
+    """When the guard cannot make the marked model's outputs equal the plain model's, no
+    mark-all number is reported: the run is measured in snapshot mode, with a warning."""
+    import workbench.runners.markall as markall
+
+    class Differs:
+        def __init__(self, *args, **kwargs):
+            self.guard = markall.MarkGuard(outputs_cosine=0.99, rounds=3)
+            self.closed = False
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(markall, "MarkAllRunner", Differs)
+    model, config = tiny_models["conv-relu-sigmoid"], BuildConfig(preprocess=PRE)
+    with pytest.warns(UserWarning, match="changed the model's outputs.*snapshot"):
+        result = compute_divergence(model, config, small_set, small_set.head(1), progress=False)
+    assert result.meta["mode"] == "snapshot" and result.meta["guard"]["fallback"] == "snapshot"
+    assert result.meta["guard"]["outputs_cosine"] == 0.99 and not result.meta["guard"]["same_outputs"]
+    assert result.table.toolkit_single_cos.notna().any()  # a snapshot run's table

@@ -38,8 +38,9 @@ def test_only_layer_boundaries_are_marked(tiny_models, small_set):
 @pytest.mark.parametrize("name", ["ppocr-cls", "yolov8n"])
 def test_snapshot_and_markall_agree_on_accumulated_error(zoo, small_set, name):
     """Stated agreement: the per-layer cosine to float differs by less than 1e-4 on at least
-    90 % of the layers, and by at most 0.03 anywhere. The exceptions are layers whose
-    marking changes a shared quantization scale (yolov8n's detection-head Concat inputs)."""
+    99 % of the layers, and by at most 1e-3 anywhere. Before the guard, 90 % and 0.026 on
+    yolov8n: marking its detection head removed the clipping of the class logits; those
+    boundaries are now left unmarked."""
     entry = ZOO[name]
     model = zoo(name)
     marked, _, snapshot, floats = _both(
@@ -58,8 +59,8 @@ def test_snapshot_and_markall_agree_on_accumulated_error(zoo, small_set, name):
             )
     assert len(diffs) > 50
     diffs = np.array(diffs)
-    assert (diffs < 1e-4).mean() >= 0.9, np.sort(diffs)[-10:]
-    assert diffs.max() <= 0.03
+    assert (diffs < 1e-4).mean() >= 0.99, np.sort(diffs)[-10:]
+    assert diffs.max() <= 1e-3
 
 
 @pytest.mark.zoo

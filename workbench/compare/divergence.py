@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,8 +50,11 @@ class Divergence:
 
     def summary(self, backend: str = "simulator") -> pd.DataFrame:
         """One row per compared layer, over all samples: mean and worst cosine and SQNR,
-        the 5th percentile of SQNR and the toolkit's own single-layer cosine."""
+        the 5th percentile of SQNR and the toolkit's own single-layer cosine. Rows flagged
+        :data:`MARKING_CHANGED` (measured on a marked model whose quantization differs from
+        the plain one) are left out."""
         rows = self.table[(self.table.backend == backend) & (self.table.status == "compared")]
+        rows = rows[[MARKING_CHANGED not in str(flag).split(",") for flag in rows.flag]]
         grouped = rows.groupby(["index", "layer", "op_type", "rknn_layer"], sort=True)
         out = grouped.agg(
             samples=("sample", "nunique"),
@@ -78,20 +82,26 @@ class Divergence:
         how much of the error each layer makes.
 
         Verdicts:
-        - "origin": the layer's own error is bad: the toolkit's single-layer cosine is
-          below ``single_cos`` (snapshot mode), or its SQNR is below ``threshold_db`` while
-          the worst compared layer feeding it was above (it crosses the line here), or
+        - "origin": the layer's own error is bad. Where the toolkit gives the layer's
+          single-layer cosine (snapshot mode; mark-all with ``single_layer=True``, on its
+          first sample) that alone decides: below ``single_cos``. A saturating activation
+          fused into a layer can hide that layer's error at its boundary, and a layer fed
+          such an error can lose SQNR without making any, so a boundary SQNR drop is used
+          only where there is no single-layer cosine: its SQNR is below ``threshold_db``
+          while the worst compared layer feeding it was above (it crosses the line here), or
           more than ``drop_db`` above it;
-        - "inherited": below ``threshold_db`` only because its inputs already were;
+        - "inherited": below ``threshold_db`` without being an origin;
         - "ok".
 
         Columns, most useful first: ``layer``, ``op_type``, ``verdict``, ``share``,
         ``sqnr_db_mean``, ``local_drop_db``, ``local_sqnr_db``, ``upstream_sqnr_db``,
-        ``cosine_mean``, then the rest of :meth:`summary` (``single_cos_mean`` last: it is
-        empty in mark-all mode). One row per compared layer, in topological order.
+        ``cosine_mean``, then the rest of :meth:`summary` (``single_cos_mean`` last: in
+        mark-all mode it comes from the first sample only, and is empty without
+        ``single_layer``). One row per compared layer, in topological order.
 
-        - ``upstream_sqnr_db``: SQNR entering the layer (the worst compared layer feeding it;
-          :data:`MAX_SQNR_DB` for the first layers).
+        - ``upstream_sqnr_db``: SQNR entering the layer (the worst compared layer feeding it,
+          looking through layers left out of the summary; :data:`MAX_SQNR_DB` for the first
+          layers).
         - ``local_drop_db``: ``upstream_sqnr_db - sqnr_db_mean`` (negative when error shrinks).
         - local noise: the error the layer adds, as noise power over signal power (nmse).
           From the toolkit's single-layer cosine where there is one (``1/cos^2 - 1``, the nmse
@@ -107,14 +117,29 @@ class Divergence:
         parents = self.meta.get("parents", {})
         sqnr = dict(zip(summary.layer, summary.sqnr_db_mean))
         upstream, verdicts, local = [], [], []
+
+        def entering_sqnr(layer: str, seen: set[str]) -> list[float]:
+            # through parents left out of the summary (flagged) to the compared ones above them
+            out = []
+            for p in parents.get(layer, []):
+                if p in sqnr:
+                    out.append(sqnr[p])
+                elif p not in seen:
+                    seen.add(p)
+                    out += entering_sqnr(p, seen)
+            return out
+
         for r in summary.itertuples():
-            ups = [sqnr[p] for p in parents.get(r.layer, []) if p in sqnr]
+            ups = entering_sqnr(r.layer, set())
             entering = min(ups) if ups else MAX_SQNR_DB
             upstream.append(entering)
             local.append(_local_noise(r.sqnr_db_mean, entering, r.single_cos_mean))
-            single_bad = not pd.isna(r.single_cos_mean) and r.single_cos_mean < single_cos
             below = r.sqnr_db_mean < threshold_db
-            if single_bad or (below and (entering >= threshold_db or entering - r.sqnr_db_mean > drop_db)):
+            if not pd.isna(r.single_cos_mean):  # local error measured: it alone decides
+                origin = r.single_cos_mean < single_cos
+            else:
+                origin = below and (entering >= threshold_db or entering - r.sqnr_db_mean > drop_db)
+            if origin:
                 verdicts.append("origin")
             elif r.sqnr_db_mean < threshold_db:
                 verdicts.append("inherited")
@@ -441,6 +466,11 @@ def _nan(value) -> float:
 
 
 MODES = ("mark-all", "snapshot")
+#: Flag of rows measured on a marked model whose quantization of that layer differs from the
+#: plain model's (see workbench.runners.markall.build_checked): left out of summaries.
+MARKING_CHANGED = "marking-changed-quantization"
+#: Flag of rows of a boundary left unmarked because marking it changed its quantization.
+LEFT_UNMARKED = "left-unmarked"
 
 
 def compute_divergence(
@@ -454,6 +484,7 @@ def compute_divergence(
     cache: bool = True,
     progress: bool = True,
     on_sample=None,
+    single_layer: bool = True,
 ) -> Divergence:
     """Float (onnxruntime) vs simulator (rknn-toolkit2) per layer, over ``samples``.
 
@@ -464,7 +495,18 @@ def compute_divergence(
         samples: CalibrationSet to compare on; the first 4 calibration samples by default.
         mode: "mark-all" (layer boundaries as outputs, one inference per sample: fast,
             accumulated error) or "snapshot" (accuracy_analysis per sample: slower, adds
-            the toolkit's single-layer error).
+            the toolkit's single-layer error). Mark-all is guarded on the first sample (see
+            workbench.runners.markall.build_checked): boundaries whose marking changes their
+            quantization are left unmarked (flag ``left-unmarked``) or, if still changed,
+            flagged ``marking-changed-quantization`` and left out of summaries and verdicts;
+            if the marked model's outputs still differ from the plain model's, the run falls
+            back to snapshot mode (with a warning). ``meta["guard"]`` says what was found.
+        single_layer: mark-all only: also run the first sample through accuracy_analysis
+            on the plain build (one snapshot sample: ~1 s on tiny models, ~8 s on yolov8n).
+            Its rows get the toolkit's single-layer and entire cosines, and layers mark-all
+            cannot see (fused inside a compiled layer, left unmarked) are measured from the
+            snapshot there (flag ``snapshot``): origins come from local error, which a
+            saturating activation fused after a conv hides at the boundary.
         workdir: scratch folder for the toolkit (temporary by default).
         cache: reuse the saved result of an identical earlier call (same model bytes,
             config, calibration and sample file contents, mode).
@@ -485,34 +527,62 @@ def compute_divergence(
     config.check_model(model)
     calibration.validate(model.inputs, config.preprocess)
     samples.validate(model.inputs, config.preprocess)
-    key = run_key(model, config, calibration, samples, mode)
+    # mark-all results carry the guard (and the single-layer sample): never reuse older ones
+    variant = mode if mode == "snapshot" else f"{mode}+guard{'+single' if single_layer else ''}"
+    key = run_key(model, config, calibration, samples, variant)
     cached = _cache_dir() / key
     if cache and (cached / "divergence.parquet").is_file():
         return Divergence.load(cached)
 
     reference = FloatRunner(model, config.preprocess)
-    runner_cls = MarkAllRunner if mode == "mark-all" else SimulatorRunner
     rows: list[dict] = []
     constants = constant_tensors(model)
-    with runner_cls(model, config, calibration, workdir=workdir) as quantized:
+
+    def snapshot_rows(snap, floats, i):
+        errors = {e.name: e for e in snap.errors}
+        return layer_rows(
+            model.tensors, floats, snap.simulator, errors, sample=i, backend="simulator",
+            golden=snap.golden, constants=constants,
+        )  # fmt: skip
+
+    guard = None
+    if mode == "snapshot":
+        quantized = SimulatorRunner(model, config, calibration, workdir=workdir)
+    else:
+        quantized = MarkAllRunner(
+            model, config, calibration, workdir=workdir, check_row=samples.rows[0], single_layer=single_layer
+        )
+        guard = quantized.guard
+        if not guard.same_outputs:
+            quantized.close()
+            warnings.warn(
+                "Marking the layer boundaries changed the model's outputs (cosine "
+                f"{guard.outputs_cosine:.6f} to the plain build's on {samples.rows[0][0]}): "
+                "measuring in snapshot mode instead.",
+                stacklevel=2,
+            )
+            result = compute_divergence(
+                model, config, calibration, samples, mode="snapshot", workdir=workdir, cache=cache,
+                progress=progress, on_sample=on_sample,
+            )  # fmt: skip
+            result.meta["guard"] = {**guard.to_dict(), "fallback": "snapshot"}
+            if cache:
+                result.save(cached)
+            return result
+    with quantized:
         bar = tqdm(samples.rows, desc=f"per-layer divergence ({mode})", disable=not progress)
         for i, row in enumerate(bar):
             floats = reference.run(row)
             if mode == "snapshot":
-                snap = quantized.analyse(row)
-                tensors, errors, golden = snap.simulator, {e.name: e for e in snap.errors}, snap.golden
+                rows += snapshot_rows(quantized.analyse(row), floats, i)
             else:
-                tensors, errors, golden = quantized.run(row), None, None
-            rows += layer_rows(
-                model.tensors,
-                floats,
-                tensors,
-                errors,
-                sample=i,
-                backend="simulator",
-                golden=golden,
-                constants=constants,
-            )
+                marked = layer_rows(
+                    model.tensors, floats, quantized.run(row), sample=i, backend="simulator",
+                    constants=constants,
+                )  # fmt: skip
+                if i == 0 and quantized.snapshot is not None:
+                    marked = with_single_layer(marked, snapshot_rows(quantized.snapshot, floats, i))
+                rows += flag_guarded(marked, guard)
             if on_sample:
                 on_sample(i + 1, len(samples))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -528,10 +598,58 @@ def compute_divergence(
         "parents": compared_parents(model, set(table.loc[table.status == "compared", "layer"])),
         "support": support_summary(model, config.target_platform),
     }
+    if guard is not None:
+        meta["guard"] = guard.to_dict()
+        meta["single_layer"] = single_layer
     result = Divergence(table, meta)
     if cache:
         result.save(cached)
     return result
+
+
+def with_single_layer(marked: list[dict], snapshot: list[dict]) -> list[dict]:
+    """Mark-all rows of one sample, completed by a snapshot of the same sample: the toolkit's
+    entire and single-layer cosines joined by layer; a layer mark-all has no number for (fused
+    inside a compiled layer, or left unmarked) but the snapshot compared is taken from the
+    snapshot (flag ``snapshot``); the snapshot's ``unmapped`` layers are added."""
+    by_layer = {r["layer"]: r for r in snapshot}
+    out = []
+    for row in marked:
+        snap = by_layer.get(row["layer"])
+        if snap is None:
+            out.append(row)
+        elif row["status"] != "compared" and snap["status"] == "compared":
+            out.append({**snap, "flag": _join(snap["flag"], "snapshot")})
+        else:
+            cosines = {k: snap[k] for k in ("toolkit_entire_cos", "toolkit_single_cos")}
+            out.append({**row, **cosines, "rknn_op": row["rknn_op"] or snap["rknn_op"]})
+    known = {r["layer"] for r in marked}
+    out += [r for r in snapshot if r["status"] == "unmapped" and r["layer"] not in known]
+    return sorted(out, key=lambda r: r["index"])
+
+
+def flag_guarded(rows: list[dict], guard) -> list[dict]:
+    """``rows`` with the mark-all guard's findings in their flags: ``left-unmarked`` for
+    boundaries not marked because marking changed their quantization, and
+    :data:`MARKING_CHANGED` for those still marked with a changed quantization (and for the
+    former, on rows with no number)."""
+    if guard is None or not (guard.unmarked or guard.changed):
+        return rows
+    out = []
+    for row in rows:
+        layer = row["layer"]
+        measured_here = row["status"] == "compared" and "snapshot" not in row["flag"].split(",")
+        if layer in guard.changed and measured_here:
+            row = {**row, "flag": _join(row["flag"], MARKING_CHANGED)}
+        elif layer in guard.unmarked:
+            extra = LEFT_UNMARKED if row["status"] == "compared" else f"{LEFT_UNMARKED},{MARKING_CHANGED}"
+            row = {**row, "flag": _join(row["flag"], extra)}
+        out.append(row)
+    return out
+
+
+def _join(*flags: str) -> str:
+    return ",".join(f for f in flags if f)
 
 
 def support_summary(model, platform: str) -> dict:
