@@ -26,12 +26,28 @@ class TaskFix:
     after: TaskResult  #: the chosen hybrid's answers on the same samples
 
     def summary(self) -> str:
+        """The search's result, the held-out check, and what it means."""
         b = self.before.summary().set_index("backend").loc["simulator"]
         a = self.after.summary().set_index("backend").loc["simulator"]
         return (
             f"{self.search.summary()}. Held-out check on {int(a.samples)} samples the search did "
             f"not use: agreement with float {b.agreement:.0%} -> {a.agreement:.0%} "
-            f"({int(b.flips)} -> {int(a.flips)} flips)"
+            f"({int(b.flips)} -> {int(a.flips)} flips). {self.advice()}"
+        )
+
+    def advice(self) -> str:
+        """Whether the fix carries over to samples the search did not see."""
+        b = self.before.summary().set_index("backend").loc["simulator", "agreement"]
+        a = self.after.summary().set_index("backend").loc["simulator", "agreement"]
+        if a > b:
+            return "The fix carries over to unseen samples."
+        if a == b:
+            return (
+                "On unseen samples it changes nothing: search on more samples (more flips) before using it."
+            )
+        return (
+            "On unseen samples it is WORSE: the config fits the search's few samples only. Search on "
+            "more samples (more flips), or try another remedy, before using it."
         )
 
 
