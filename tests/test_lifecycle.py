@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 import warnings
+from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from workbench.compare import divergence as dv
 from workbench.compare.divergence import COLUMNS, Divergence
-from workbench.errors import WorkbenchError, WorkbenchWarning
+from workbench.errors import ToolkitError, WorkbenchError, WorkbenchWarning
 from workbench.preprocess import Preprocess
+from workbench.rknn import _worker
 from workbench.rknn.config import BuildConfig
+from workbench.rknn.session import TIMEOUT_ENV, ToolkitSession, call_timeout
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def _tmpdir(folder: Path):
+    """tempfile's folder is ``folder`` inside the block."""
+    old = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = old
 
 
 def _result(rows: int = 1, name: str = "m") -> Divergence:
@@ -103,3 +128,115 @@ def test_a_damaged_cache_entry_is_rebuilt(tiny_models, small_set, tmp_path, monk
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the rebuilt entry is whole: no second warning
         pd.testing.assert_frame_equal(Divergence.load(entry).table, first.table)
+
+
+# -------------------------------------------- 11, 12, 16: the toolkit worker's lifecycle
+def _wait_gone(pid: int, seconds: float = 10) -> bool:
+    try:
+        psutil.Process(pid).wait(timeout=seconds)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return False
+    return True
+
+
+def test_close_interrupted_while_waiting_still_stops_the_worker_and_removes_its_folder(monkeypatch):
+    session = ToolkitSession()
+    real_wait = session._proc.wait
+
+    def interrupted(timeout=None):
+        if timeout is not None:  # the polite wait of close(): Ctrl-C lands here
+            raise KeyboardInterrupt
+        return real_wait()
+
+    monkeypatch.setattr(session._proc, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        session.close()
+    assert session._proc.poll() is not None
+    assert not session.workdir.exists()
+
+
+def test_timeout_is_a_structured_error_naming_the_call_and_the_knob(monkeypatch):
+    monkeypatch.setenv(TIMEOUT_ENV, "0.5")  # the user's knob wins over the caller's 1000 s
+    with ToolkitSession(timeout=1000) as session:
+        with pytest.raises(ToolkitError) as err:
+            session.call("list_devices")  # importing the toolkit alone takes longer
+        assert session._proc.poll() is not None
+    assert err.value.kind == "timeout" and err.value.log_path.is_file()
+    assert "list_devices" in str(err.value) and "0.5 s" in str(err.value) and TIMEOUT_ENV in str(err.value)
+
+
+def test_the_default_call_timeout_and_a_bad_setting(monkeypatch):
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert call_timeout() == 600 and call_timeout(1800) == 1800
+    monkeypatch.setenv(TIMEOUT_ENV, "soon")
+    with pytest.raises(ToolkitError, match="RKNN_WORKBENCH_TIMEOUT='soon'"):
+        call_timeout()
+
+
+def test_a_crash_is_a_structured_error():
+    with ToolkitSession() as session:
+        os.kill(session._proc.pid, signal.SIGSEGV)
+        session._proc.wait()
+        with pytest.raises(ToolkitError) as err:
+            session.call("list_devices")
+    assert err.value.kind == "crash" and err.value.returncode == -signal.SIGSEGV
+    assert err.value.log_path.is_file()
+
+
+def test_an_interrupt_inside_the_worker_is_never_a_toolkit_answer(monkeypatch):
+    def interrupted(state):
+        raise KeyboardInterrupt
+
+    read, write = os.pipe()
+    monkeypatch.setitem(_worker.HANDLERS, "list_devices", interrupted)
+    monkeypatch.setattr(sys, "argv", ["_worker", str(write)])
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"cmd": "list_devices", "args": {}}\n'))
+    with pytest.raises(KeyboardInterrupt):  # the worker dies: its parent reports a crash
+        _worker.main()
+    with contextlib.suppress(OSError):  # main() may have closed its end already
+        os.close(write)
+    with os.fdopen(read) as replies:
+        assert replies.read() == ""  # never answered "failed: KeyboardInterrupt"
+
+
+_PARENT = """
+import sys, threading, time
+from workbench.rknn.session import ToolkitSession
+sessions = [ToolkitSession()]
+if sys.argv[1] == "thread":  # started from a thread that lives on: no PDEATHSIG, the watchdog
+    done = threading.Event()
+    threading.Thread(target=lambda: (sessions.append(ToolkitSession()), done.set(), time.sleep(600))).start()
+    done.wait()
+from workbench.model import OnnxModel
+from workbench.synthetic import SYNTHETIC
+model = OnnxModel.from_proto(SYNTHETIC["conv-relu-sigmoid"]()).save(sessions[0].workdir / "m.onnx")
+for s in sessions:  # busy workers (importing the toolkit, then building) do not read their stdin
+    args = dict(model_path=str(model), config={"target_platform": "rk3588"}, dataset=None,
+                do_quantization=False)
+    threading.Thread(target=s.call, args=("build",), kwargs=args, daemon=True).start()
+    print(s._proc.pid, s.workdir, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_the_worker_dies_with_a_sigkilled_parent(where, tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, where], stdout=subprocess.PIPE, text=True, env=env
+    )
+    lines = [parent.stdout.readline().split() for _ in range(1 if where == "main" else 2)]
+    time.sleep(1)  # the workers are busy in the toolkit
+    parent.kill()
+    parent.wait()
+    for pid, _ in lines:
+        assert _wait_gone(int(pid)), f"worker {pid} outlived its parent"
+    if where == "thread":  # the watchdog also removed the thread's worker folder
+        assert not Path(lines[1][1]).exists()
+    # the next session sweeps folders whose owner died
+    with _tmpdir(tmp_path), ToolkitSession():
+        pass
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("rknn-wb-")]
+    assert leftovers == []
