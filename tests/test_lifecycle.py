@@ -18,6 +18,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from workbench.board.virtual import sshd_path
 from workbench.compare import divergence as dv
 from workbench.compare.divergence import COLUMNS, Divergence
 from workbench.errors import ToolkitError, WorkbenchError, WorkbenchWarning
@@ -240,3 +241,77 @@ def test_the_worker_dies_with_a_sigkilled_parent(where, tmp_path):
         pass
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("rknn-wb-")]
     assert leftovers == []
+
+
+@pytest.mark.toolkit
+def test_sigkill_of_diverge_on_the_virtual_board_leaves_no_process_and_no_key(
+    tiny_models, small_set, tmp_path
+):
+    if sshd_path() is None:
+        pytest.skip("OpenSSH server not installed (`make test` installs openssh-server as root)")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    model = tiny_models["conv-relu-sigmoid"].save(tmp_path / "m.onnx")
+    env = {
+        **os.environ,
+        "TMPDIR": str(tmp),
+        "PYTHONPATH": str(ROOT),
+        "RKNN_WORKBENCH_CACHE": str(tmp_path / "cache"),  # nothing cached: the toolkit must run
+        "RKNN_WORKBENCH_BOARDS": str(tmp_path / "no-boards.toml"),  # "virtual" starts one
+    }
+    cli = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "workbench.cli", "diverge", str(model), "--samples", "1"),
+            *("--dataset", str(small_set.source), "--board", "virtual", "--out", str(tmp_path / "run")),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        children = _wait_for_children(psutil.Process(cli.pid), ("sshd", "workbench.rknn._worker"))
+    finally:
+        cli.kill()
+        cli.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (_alive(children) or _mentioning(tmp)):
+        time.sleep(0.2)
+    assert not _alive(children), f"orphans: {_alive(children)}"
+    assert not _mentioning(tmp), f"orphans: {_mentioning(tmp)}"
+    keys = [p for p in tmp.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
+    assert keys == []
+
+
+def _wait_for_children(cli: psutil.Process, wanted: tuple[str, ...]) -> list[psutil.Process]:
+    for _ in range(600):
+        children = cli.children(recursive=True)
+        lines = [" ".join(_cmdline(p)) for p in children]
+        if all(any(w in line for line in lines) for w in wanted):
+            return children
+        if not cli.is_running() or cli.status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.2)
+    pytest.fail(f"the CLI never had {wanted} running together")
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _alive(processes: list[psutil.Process]) -> list[str]:
+    return [" ".join(_cmdline(p)) for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _mentioning(folder: Path) -> list[str]:
+    """Processes whose command line names something under ``folder``."""
+    found = []
+    for p in psutil.process_iter():
+        line = " ".join(_cmdline(p))
+        if str(folder) in line and p.pid != os.getpid():
+            with contextlib.suppress(psutil.Error):
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(line)
+    return found

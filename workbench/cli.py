@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     diverge.add_argument("--samples", type=int, default=4, help="samples compared (default: 4)")
     diverge.add_argument("--mode", default="mark-all", choices=["mark-all", "snapshot"])
     diverge.add_argument("--out", help="run folder (default: runs/<time>-<model>-<platform>)")
-    diverge.add_argument("--board", help="also run on this board (a name from boards.toml)")
+    diverge.add_argument(
+        "--board", help="also run on this board (a name from boards.toml; 'virtual': a virtual board)"
+    )
     diverge.set_defaults(func=_diverge)
 
     fix = commands.add_parser(
@@ -179,14 +181,13 @@ def _diverge(args: argparse.Namespace) -> int:
     samples = calibration.head(args.samples)
     partial = None
     if args.board:
-        from workbench.board.config import get_board
         from workbench.board.ssh import BoardError
+        from workbench.board.virtual import board_named
         from workbench.compare.board import board_divergence
 
         try:
-            result = board_divergence(
-                model, config, calibration, get_board(args.board), samples, progress=not args.json
-            )
+            with board_named(args.board, config.target_platform) as board:
+                result = board_divergence(model, config, calibration, board, samples, progress=not args.json)
         except BoardError as err:
             result, partial = err.partial, str(err)
     else:
