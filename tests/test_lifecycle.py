@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -315,3 +318,88 @@ def _mentioning(folder: Path) -> list[str]:
                 if p.status() != psutil.STATUS_ZOMBIE:
                     found.append(line)
     return found
+
+
+# ------------------------------------------------------- 10: probe results are answers only
+class _FakeSession:
+    """Stands in for ToolkitSession in the probe: each call runs the next behaviour."""
+
+    behaviours: list = []
+    made: list = []
+
+    def __init__(self, timeout=None):
+        self.workdir = Path(tempfile.mkdtemp())
+        self.killed = threading.Event()
+        _FakeSession.made.append(self)
+
+    def call(self, cmd, timeout=None, **args):
+        return _FakeSession.behaviours.pop(0)(self)
+
+    def kill(self):
+        self.killed.set()
+
+    def close(self):
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _fails(kind: str, returncode: int | None = None):
+    def behave(session):
+        raise ToolkitError(f"E build: went wrong ({kind})", kind=kind, returncode=returncode)
+
+    return behave
+
+
+@pytest.fixture
+def fake_probe(monkeypatch):
+    from workbench.support import probe as probe_module
+
+    monkeypatch.setattr(probe_module, "ToolkitSession", _FakeSession)
+    _FakeSession.made = []
+    return probe_module
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_probe_never_writes_into_the_installed_package(fake_probe):
+    before = fake_probe.PACKAGED_MATRIX.read_bytes()
+    with pytest.raises(WorkbenchError, match="--out"):
+        fake_probe.probe(fake_probe.PACKAGED_MATRIX, ops=["Relu"], platforms=["rk3588"], progress=False)
+    assert fake_probe.PACKAGED_MATRIX.read_bytes() == before
+    assert _FakeSession.made == []  # refused before any build
+
+
+@pytest.mark.parametrize("failure", [_fails("timeout"), _fails("crash", -signal.SIGKILL)])
+def test_a_timeout_or_a_killed_worker_is_never_stored(fake_probe, tmp_path, failure):
+    out = tmp_path / "m.json"
+    _FakeSession.behaviours = [failure]
+    with pytest.warns(WorkbenchWarning, match="no answer"):
+        matrix = fake_probe.probe(out, ops=["Relu"], platforms=["rk3588"], jobs=1, progress=False)
+    assert matrix.ops == {} and json.loads(out.read_text())["ops"] == {}
+    assert _rows(out.with_suffix(".partial.jsonl")) == []  # nothing kept for resume either
+
+
+def test_a_crash_is_stored_only_when_it_repeats(fake_probe, tmp_path):
+    out = tmp_path / "m.json"
+    _FakeSession.behaviours = [_fails("crash", -signal.SIGSEGV), _fails("crash", -signal.SIGSEGV)]
+    matrix = fake_probe.probe(out, ops=["Relu"], platforms=["rk3588"], jobs=1, progress=False)
+    assert matrix.result("Relu", "rk3588").status == "rejected"
+    assert "crashes the toolkit twice" in matrix.result("Relu", "rk3588").message
+    _FakeSession.behaviours = [_fails("crash", -signal.SIGSEGV), _fails("toolkit")]
+    matrix = fake_probe.probe(tmp_path / "n.json", ops=["Relu"], platforms=["rk3588"], jobs=1, progress=False)
+    assert matrix.result("Relu", "rk3588").message == "E build: went wrong (toolkit)"
+
+
+def test_ctrl_c_during_a_probe_stores_nothing_and_stops_the_workers(fake_probe, tmp_path):
+    def interrupted(session):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # the user's Ctrl-C
+        session.killed.wait(10)  # the probe kills the worker ...
+        raise ToolkitError("E build: KeyboardInterrupt", kind="crash", returncode=-signal.SIGKILL)
+
+    out = tmp_path / "m.json"
+    _FakeSession.behaviours = [interrupted]
+    with pytest.raises(KeyboardInterrupt):
+        fake_probe.probe(out, ops=["Relu"], platforms=["rk3588"], jobs=1, progress=False)
+    assert _FakeSession.made[0].killed.is_set()
+    assert _rows(out.with_suffix(".partial.jsonl")) == [] and not out.exists()

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     support = commands.add_parser("support", help="regenerate the operator-support matrix")
     support.add_argument("action", choices=["probe"])
-    support.add_argument("--out", help="matrix JSON path (default: the packaged matrix)")
+    support.add_argument("--out", help="matrix JSON path (required: the packaged matrix is never replaced)")
     support.add_argument("--ops", nargs="*", help="only these operators")
     support.add_argument("--jobs", type=int, default=2, help="parallel toolkit workers (default: 2)")
     support.set_defaults(func=_support)
