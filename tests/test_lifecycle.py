@@ -403,3 +403,31 @@ def test_ctrl_c_during_a_probe_stores_nothing_and_stops_the_workers(fake_probe, 
         fake_probe.probe(out, ops=["Relu"], platforms=["rk3588"], jobs=1, progress=False)
     assert _FakeSession.made[0].killed.is_set()
     assert _rows(out.with_suffix(".partial.jsonl")) == [] and not out.exists()
+
+
+# ------------------------------------------------- 10: an interrupted sweep stops at once
+def test_an_interrupted_sweep_kills_its_workers_and_starts_no_more(monkeypatch):
+    from workbench.fix.executor import LocalExecutor
+
+    interrupted, threads, seen, started_after = threading.Event(), [], [], []
+
+    def task(shared, item):
+        threads.append(threading.current_thread())
+        for _ in range(3):  # a batch of builds
+            with ToolkitSession() as session:
+                if interrupted.is_set():
+                    started_after.append(item)
+                try:
+                    session.call("list_devices")  # busy in the toolkit when Ctrl-C comes
+                except ToolkitError as err:
+                    seen.append((err.kind, err.returncode))
+
+    batches = LocalExecutor(jobs=2).map_unordered(task, None, [1, 2])
+    threading.Timer(1.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        next(batches)
+    interrupted.set()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert seen and set(seen) == {("crash", -signal.SIGKILL)}  # the running builds were stopped
+    assert started_after == []  # and no batch went on with its next build

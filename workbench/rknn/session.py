@@ -16,6 +16,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import weakref
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,21 @@ def call_timeout(requested: float | None = None) -> float:
     return float(requested) if requested else DEFAULT_TIMEOUT
 
 
+_SESSIONS: weakref.WeakSet[ToolkitSession] = weakref.WeakSet()
+_CANCELLED: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def cancel_sessions(threads: Iterable[threading.Thread]) -> None:
+    """Kill the workers of the sessions ``threads`` started and refuse new sessions in
+    them (KeyboardInterrupt): how an interrupted sweep stops its worker threads at once
+    instead of letting them finish their batches."""
+    threads = set(threads)
+    _CANCELLED.update(threads)
+    for session in list(_SESSIONS):
+        if session._thread in threads:
+            session.kill()
+
+
 class ToolkitSession:
     """One rknn-toolkit2 worker process. Use as a context manager.
 
@@ -87,6 +105,9 @@ class ToolkitSession:
     def __init__(self, workdir: str | Path | None = None, timeout: float | None = None):
         # The worker writes into its own folder (a new one inside ``workdir`` if given, kept
         # for its log; a temporary one otherwise, removed on close), so no user file is touched.
+        self._thread = threading.current_thread()
+        if self._thread in _CANCELLED:
+            raise KeyboardInterrupt("this sweep was interrupted: no new toolkit worker")
         self._owns_workdir = workdir is None
         if workdir is not None:
             Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -124,6 +145,7 @@ class ToolkitSession:
             os.close(write_fd)
             os.close(watch_read)
         self._replies = os.fdopen(read_fd, "r")
+        _SESSIONS.add(self)
 
     def call(self, cmd: str, timeout: float | None = None, **args: Any) -> tuple[dict, str]:
         """Run one worker command; returns its result and the toolkit's log for it.
