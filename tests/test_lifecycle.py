@@ -21,6 +21,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from workbench.board.doctor import doctor
 from workbench.board.virtual import sshd_path
 from workbench.compare import divergence as dv
 from workbench.compare.divergence import COLUMNS, Divergence
@@ -431,3 +432,17 @@ def test_an_interrupted_sweep_kills_its_workers_and_starts_no_more(monkeypatch):
         thread.join(timeout=120)
     assert seen and set(seen) == {("crash", -signal.SIGKILL)}  # the running builds were stopped
     assert started_after == []  # and no batch went on with its next build
+
+
+# ------------------------------------------------------ 17: the doctor's adb server
+def test_the_doctor_stops_the_adb_server_it_started_and_only_that(tmp_path, monkeypatch):
+    from tests.board.test_doctor import _calls, _scenario
+
+    started = "* daemon not running; starting now at tcp:5037\n* daemon started successfully"
+    adb = _scenario(tmp_path, monkeypatch, {r"^start-server$": [0, started], r"kill-server$": [0, ""]})
+    assert doctor(adb, platform="rk3588").ready
+    assert _calls(tmp_path)[-1] == ["kill-server"]
+    (tmp_path / "calls.jsonl").unlink()
+    adb = _scenario(tmp_path, monkeypatch)  # a server was already running: it stays
+    assert doctor(adb, platform="rk3588").ready
+    assert ["kill-server"] not in _calls(tmp_path)
