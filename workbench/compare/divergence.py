@@ -138,7 +138,7 @@ class Divergence:
 
         Raises:
             WorkbenchError: no run there, or its files are damaged (cut short, not parquet,
-                not JSON, columns missing).
+                not JSON).
         """
         folder = Path(folder).resolve()
         with folder_lock(folder):
@@ -156,11 +156,10 @@ class Divergence:
                     f"The run in {str(folder)!r} is damaged and cannot be read ({type(err).__name__}: "
                     f"{str(err)[:200]}). Run the comparison again to replace it."
                 ) from None
-        missing = [c for c in COLUMNS if c not in table.columns]
-        if missing or not isinstance(meta, dict):
-            what = f"columns {missing} are missing" if missing else "meta.json is not an object"
+        if not isinstance(meta, dict):
             raise WorkbenchError(
-                f"The run in {str(folder)!r} is damaged: {what}. Run the comparison again to replace it."
+                f"The run in {str(folder)!r} is damaged: meta.json is not an object. Run the comparison "
+                "again to replace it."
             )
         return cls(table, meta)
 
