@@ -81,13 +81,8 @@ def _save_and_load_many(folder: str, rows: int, times: int) -> None:
 
 def test_two_processes_saving_the_same_run_never_fail(tmp_path):
     folder = str(tmp_path / "run")
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_save_and_load_many, args=(folder, rows, 50)) for rows in (2, 3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0, 0]
+    with multiprocessing.get_context("spawn").Pool(2) as pool:  # a child's error is raised here
+        pool.starmap(_save_and_load_many, [(folder, 2, 50), (folder, 3, 50)])
     assert len(Divergence.load(folder).table) in (2, 3)
 
 
