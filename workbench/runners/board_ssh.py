@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from workbench.board.config import Board
 from workbench.board.ssh import SshTransport
 from workbench.datasets import CalibrationSet
+from workbench.lifecycle import forget, temp_folder
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
 from workbench.rknn.config import BuildConfig, ConfigError
@@ -52,7 +52,7 @@ class SshBoardRunner:
         self.model, self.config, self.board, self.batch = model, config, board, max(1, batch)
         self.backend = f"board:{board.name}"
         self.transport = SshTransport(board, connect_timeout, step_timeout)
-        self.local = Path(tempfile.mkdtemp(prefix="rknn-wb-board-"))
+        self.local = temp_folder("rknn-wb-board-")
         self.remote: str | None = None
         try:
             self._prepare(calibration)
@@ -135,10 +135,14 @@ class SshBoardRunner:
         return names
 
     def close(self) -> None:
-        if self.remote:
-            self.transport.remove(self.remote)
-            self.remote = None
-        shutil.rmtree(self.local, ignore_errors=True)
+        """Remove the board's work folder, then the local one (even if the first fails)."""
+        try:
+            if self.remote:
+                remote, self.remote = self.remote, None
+                self.transport.remove(remote)
+        finally:
+            shutil.rmtree(self.local, ignore_errors=True)
+            forget(self.local)
 
     def __enter__(self) -> SshBoardRunner:
         return self
