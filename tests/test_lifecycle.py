@@ -247,8 +247,15 @@ def test_the_worker_dies_with_a_sigkilled_parent(where, tmp_path):
 
 
 @pytest.mark.toolkit
+@pytest.mark.parametrize(
+    "running",
+    [
+        ("sshd", "workbench.rknn._worker"),  # the simulator step, the virtual board up
+        ("board_runner.py",),  # the board step: sshd's session runs the board-side runner
+    ],
+)
 def test_sigkill_of_diverge_on_the_virtual_board_leaves_no_process_and_no_key(
-    tiny_models, small_set, tmp_path
+    running, tiny_models, small_set, tmp_path
 ):
     if sshd_path() is None:
         pytest.skip("OpenSSH server not installed (`make test` installs openssh-server as root)")
@@ -272,7 +279,7 @@ def test_sigkill_of_diverge_on_the_virtual_board_leaves_no_process_and_no_key(
         stderr=subprocess.DEVNULL,
     )
     try:
-        children = _wait_for_children(psutil.Process(cli.pid), ("sshd", "workbench.rknn._worker"))
+        children = _wait_for_children(psutil.Process(cli.pid), running)
     finally:
         cli.kill()
         cli.wait()

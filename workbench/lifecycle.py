@@ -121,15 +121,26 @@ def temp_folder(prefix: str) -> Path:
     interpreter exit as a backstop. Creating one first removes the ``prefix`` folders of
     processes that died without cleaning up (SIGKILL); folders of live or foreign
     processes are left alone."""
-    root = Path(tempfile.gettempdir())
+    root, me = Path(tempfile.gettempdir()), _owner_mark(os.getpid())
     for stale in root.glob(f"{prefix}*"):
         try:
-            pid = int((stale / _OWNER).read_text())
-            os.kill(pid, 0)
+            pid, space = (stale / _OWNER).read_text().split(maxsplit=1)
+            if space != me.split(maxsplit=1)[1]:  # another container's pids: not ours to judge
+                continue
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(stale, ignore_errors=True)
         except (OSError, ValueError):  # no owner mark, not ours to read, or alive
             continue
     folder = Path(tempfile.mkdtemp(prefix=prefix))
-    (folder / _OWNER).write_text(str(os.getpid()))
+    (folder / _OWNER).write_text(me)
     return remove_at_exit(folder)
+
+
+def _owner_mark(pid: int) -> str:
+    """``pid`` and the pid namespace it is valid in (a /tmp shared between containers)."""
+    try:
+        space = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        space = "-"
+    return f"{pid} {space}"
