@@ -377,6 +377,15 @@ def test_probe_never_writes_into_the_installed_package(fake_probe):
     assert _FakeSession.made == []  # refused before any build
 
 
+def test_cli_support_probe_without_out_refuses(fake_probe, capsys):
+    from workbench.cli import main
+
+    before = fake_probe.PACKAGED_MATRIX.read_bytes()
+    assert main(["support", "probe"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert fake_probe.PACKAGED_MATRIX.read_bytes() == before and _FakeSession.made == []
+
+
 @pytest.mark.parametrize("failure", [_fails("timeout"), _fails("crash", -signal.SIGKILL)])
 def test_a_timeout_or_a_killed_worker_is_never_stored(fake_probe, tmp_path, failure):
     out = tmp_path / "m.json"
