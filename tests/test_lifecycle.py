@@ -62,6 +62,13 @@ def test_saving_again_keeps_the_users_subfolders_and_files(tmp_path):
     assert len(Divergence.load(run).table) == 3
 
 
+def test_saving_onto_a_file_is_refused_and_the_file_kept(tmp_path):
+    (tmp_path / "run").write_text("mine")
+    with pytest.raises(WorkbenchError, match="is a file"):
+        _result().save(tmp_path / "run")
+    assert (tmp_path / "run").read_text() == "mine"
+
+
 def test_a_save_stopped_after_its_commit_point_is_finished_on_the_next_load(tmp_path):
     run = _result().save(tmp_path / "run")
     # what a stop between the commit rename and the file moves leaves: the journal folder

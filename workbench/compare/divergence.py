@@ -123,6 +123,8 @@ class Divergence:
             WorkbenchError: ``folder`` holds files but no saved run.
         """
         folder = Path(folder).resolve()
+        if folder.exists() and not folder.is_dir():
+            raise WorkbenchError(f"{str(folder)!r} is a file: save the run into a folder (new or empty).")
         with staged_files(folder) as stage:
             if folder.exists() and any(folder.iterdir()) and not (folder / _TABLE).is_file():
                 raise WorkbenchError(
