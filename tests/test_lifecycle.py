@@ -250,7 +250,7 @@ def test_the_worker_dies_with_a_sigkilled_parent(where, tmp_path):
     with _tmpdir(tmp_path), ToolkitSession():
         pass
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("rknn-wb-")]
-    assert leftovers == []
+    assert leftovers == [], f"{[sorted(x.name for x in p.rglob('*')) for p in leftovers]} of {lines}"
 
 
 @pytest.mark.toolkit

@@ -106,10 +106,27 @@ def forget(path: str | Path) -> None:
     _TO_REMOVE.discard(Path(path))
 
 
+def remove_tree(folder: str | Path) -> None:
+    """Delete a folder made by :func:`temp_folder`, its owner mark last: a deletion cut short
+    (the process killed meanwhile) leaves a folder the next :func:`temp_folder` can still
+    recognise as stale and sweep."""
+    folder = Path(folder)
+    try:
+        entries = [e for e in folder.iterdir() if e.name != _OWNER]
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @atexit.register
 def _remove_leftovers() -> None:
     for path in list(_TO_REMOVE):
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
     _TO_REMOVE.clear()
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from workbench.lifecycle import become_subreaper, die_with_parent
+from workbench.lifecycle import become_subreaper, die_with_parent, remove_tree
 
 KEYS = ("host_key", "host_key.pub", "client_key", "client_key.pub")
 
@@ -77,11 +76,11 @@ def _reap() -> None:
 
 
 def remove_secrets(folder: Path, owned: bool) -> None:
-    if owned:
-        shutil.rmtree(folder, ignore_errors=True)
-        return
+    """The keys first, then (an owned folder) everything else."""
     for name in KEYS:
         (folder / name).unlink(missing_ok=True)
+    if owned:
+        remove_tree(folder)
 
 
 def main(argv: list[str]) -> int:

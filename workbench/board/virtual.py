@@ -22,7 +22,7 @@ from pathlib import Path
 
 from workbench.board.config import Board, get_board, load_boards
 from workbench.errors import WorkbenchError
-from workbench.lifecycle import die_with_parent, forget, temp_folder, watchdog_pipe
+from workbench.lifecycle import die_with_parent, forget, remove_tree, temp_folder, watchdog_pipe
 
 
 def sshd_path() -> str | None:
@@ -132,7 +132,7 @@ class VirtualBoard:
             self.stop()
         finally:
             if self._owns:
-                shutil.rmtree(self.folder, ignore_errors=True)
+                remove_tree(self.folder)
                 forget(self.folder)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import sys
 import threading
 import traceback
@@ -200,10 +199,10 @@ def _watch_parent(argv: list[str]) -> None:
     (PR_SET_PDEATHSIG); the parent's next session then removes the folder."""
     if len(argv) < 3:
         return
-    from workbench.lifecycle import exit_when_parent_dies
+    from workbench.lifecycle import exit_when_parent_dies, remove_tree
 
     folder = argv[3] if len(argv) > 3 else None
-    cleanup = (lambda: shutil.rmtree(folder, ignore_errors=True)) if folder else None
+    cleanup = (lambda: remove_tree(folder)) if folder else None
     exit_when_parent_dies(int(argv[2]), cleanup)
 
 

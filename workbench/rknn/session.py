@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ToolkitError
-from workbench.lifecycle import die_with_parent, forget, temp_folder, watchdog_pipe
+from workbench.lifecycle import die_with_parent, forget, remove_tree, temp_folder, watchdog_pipe
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -211,7 +211,7 @@ class ToolkitSession:
 
     def _remove_workdir(self) -> None:
         if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            remove_tree(self.workdir)
             forget(self.workdir)
 
     def __enter__(self) -> ToolkitSession:

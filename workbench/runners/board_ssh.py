@@ -21,7 +21,7 @@ import numpy as np
 from workbench.board.config import Board
 from workbench.board.ssh import SshTransport
 from workbench.datasets import CalibrationSet
-from workbench.lifecycle import forget, temp_folder
+from workbench.lifecycle import forget, remove_tree, temp_folder
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
 from workbench.rknn.config import BuildConfig, ConfigError
@@ -141,7 +141,7 @@ class SshBoardRunner:
                 remote, self.remote = self.remote, None
                 self.transport.remove(remote)
         finally:
-            shutil.rmtree(self.local, ignore_errors=True)
+            remove_tree(self.local)
             forget(self.local)
 
     def __enter__(self) -> SshBoardRunner:
