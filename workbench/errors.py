@@ -30,7 +30,20 @@ class ZooError(WorkbenchError):
 
 
 class ToolkitError(WorkbenchError):
-    """rknn-toolkit2 failed or crashed in its worker process; the message quotes its log."""
+    """rknn-toolkit2 failed or crashed in its worker process; the message quotes its log.
+
+    Attributes:
+        kind: "toolkit" (the toolkit refused: a result, it will fail again), "crash" (the
+            worker died; ``returncode`` says how) or "timeout" (stopped after the time limit).
+        log_path: the toolkit's log for the failed call, when one was kept.
+        returncode: the worker's exit status after a crash (negative: killed by that signal).
+    """
+
+    def __init__(self, message: str, *, kind: str = "toolkit", log_path=None, returncode: int | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.log_path = log_path
+        self.returncode = returncode
 
 
 class WorkbenchWarning(UserWarning):

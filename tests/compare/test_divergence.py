@@ -79,7 +79,7 @@ def test_failed_save_keeps_the_earlier_run(tiny_run, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         Divergence(tiny_run.table.head(1), {}).save(folder)
     assert (folder / "divergence.parquet").read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no debris
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run"]  # no debris but the lock
 
 
 def test_loading_a_folder_without_a_run(tmp_path):

@@ -16,9 +16,11 @@ strict pattern first; values sent to the board's shell are quoted with shlex.quo
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -88,12 +90,14 @@ class Adb:
         self.path = str(path or toolkit_adb())
         self.device = device
         self.timeout = timeout
+        self.env: dict[str, str] | None = None  #: environment of the adb calls (None: ours)
+        self.started_server = False  #: our `start-server` started the adb server
 
     def run(self, *args: str) -> tuple[int, str]:
         """Exit code and combined output; a hang becomes exit code 124."""
         cmd = [self.path, *(["-s", self.device] if self.device and args[0] != "devices" else []), *args]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout, env=self.env)
         except subprocess.TimeoutExpired:
             return 124, f"no answer within {self.timeout:.0f} s"
         except OSError as err:
@@ -144,11 +148,20 @@ def doctor(
         check_serial(device, "--device")
     report = DoctorReport()
     runner = Adb(adb, None, timeout)
-    for step in (_adb_binary, _device, _root, _server_running, _versions, _dump_folder):
-        check = step(runner, report, device, platform, dump_folder)
-        report.checks.append(check)
-        if not check.ok:
-            break
+    # An adb server the doctor starts writes its log into TMPDIR: a private folder, removed
+    # with that server when the doctor is done; a server that was already running stays.
+    with tempfile.TemporaryDirectory(prefix="rknn-wb-adb-") as logs:
+        runner.env = {**os.environ, "TMPDIR": logs}
+        try:
+            for step in (_adb_binary, _device, _root, _server_running, _versions, _dump_folder):
+                check = step(runner, report, device, platform, dump_folder)
+                report.checks.append(check)
+                if not check.ok:
+                    break
+        finally:
+            if runner.started_server:
+                runner.device = None
+                runner.run("kill-server")
     return report
 
 
@@ -167,6 +180,7 @@ def _adb_binary(adb: Adb, report, device, platform, dump_folder) -> Check:
         )
     client = re.search(r"Android Debug Bridge version ([\d.]+)", out)
     code, started = adb.run("start-server")
+    adb.started_server = code == 0 and "daemon started successfully" in started
     if "doesn't match this client" in started:
         return Check(
             "adb",

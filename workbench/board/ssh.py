@@ -9,11 +9,12 @@ with shlex.quote. Files move as tar streams over the connection.
 
 from __future__ import annotations
 
-import io
 import shlex
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from workbench.board.config import Board, check_host
 from workbench.errors import WorkbenchError
@@ -99,15 +100,25 @@ class SshTransport:
         return [*cmd, "--", check_host(b.host, f"board {b.name!r}: host")]
 
     def run(
-        self, command: str, *, stdin: bytes | None = None, timeout: float | None = None, what: str = "command"
+        self,
+        command: str,
+        *,
+        stdin: bytes | BinaryIO | None = None,
+        stdout: BinaryIO | None = None,
+        timeout: float | None = None,
+        what: str = "command",
     ) -> bytes:
-        """Run ``command`` in the board's shell; its stdout. BoardError with a diagnosis on
-        failure (connection, authentication, host key, disk, non-zero exit)."""
+        """Run ``command`` in the board's shell; its stdout (written to the file ``stdout``
+        instead when given: large transfers are streamed, never held in memory; ``stdin``
+        likewise may be bytes or a file). BoardError with a diagnosis on failure
+        (connection, authentication, host key, disk, non-zero exit)."""
+        feed = {"input": stdin} if isinstance(stdin, bytes) else {"stdin": stdin or subprocess.DEVNULL}
         try:
             done = subprocess.run(
                 [*self._base(), command],
-                input=stdin,
-                capture_output=True,
+                **feed,
+                stdout=stdout or subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 timeout=timeout or self.step_timeout,
             )
         except subprocess.TimeoutExpired:
@@ -117,7 +128,7 @@ class SshTransport:
             ) from None
         if done.returncode != 0:
             raise BoardError(self._diagnose(done.returncode, done.stderr.decode(errors="replace"), what))
-        return done.stdout
+        return done.stdout or b""
 
     def _diagnose(self, code: int, stderr: str, what: str) -> str:
         b = self.board
@@ -134,23 +145,25 @@ class SshTransport:
         return self.run(f"mktemp -d {template}", what="creating a work folder").decode().strip()
 
     def push(self, local_dir: Path, remote_dir: str) -> None:
-        """Copy the files of ``local_dir`` into ``remote_dir``."""
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            for path in sorted(Path(local_dir).iterdir()):
-                tar.add(path, arcname=path.name)
+        """Copy the files of ``local_dir`` into ``remote_dir`` (a tar streamed from a
+        temporary file: a large model never sits in memory)."""
         q = shlex.quote(remote_dir)
-        self.run(
-            f"mkdir -p {q} && tar -C {q} -xf -", stdin=buffer.getvalue(), what="copying files to the board"
-        )
+        with tempfile.TemporaryFile() as buffer:
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                for path in sorted(Path(local_dir).iterdir()):
+                    tar.add(path, arcname=path.name)
+            buffer.seek(0)
+            self.run(f"mkdir -p {q} && tar -C {q} -xf -", stdin=buffer, what="copying files to the board")
 
     def pull(self, remote_dir: str, names: list[str], local_dir: Path) -> None:
         """Copy ``names`` from ``remote_dir`` into ``local_dir``."""
         q = shlex.quote(remote_dir)
         files = " ".join(shlex.quote(n) for n in names)
-        data = self.run(f"tar -C {q} -cf - {files}", what="copying results from the board")
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-            tar.extractall(local_dir, filter="data")
+        with tempfile.TemporaryFile() as data:
+            self.run(f"tar -C {q} -cf - {files}", stdout=data, what="copying results from the board")
+            data.seek(0)
+            with tarfile.open(fileobj=data, mode="r") as tar:
+                tar.extractall(local_dir, filter="data")
 
     def remove(self, remote_dir: str) -> None:
         """Delete a work folder on the board (best effort: the board may be gone)."""

@@ -8,17 +8,21 @@ tests and by ``make demo`` when no board is configured.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from workbench.board.config import Board
+from workbench.board.config import Board, get_board, load_boards
 from workbench.errors import WorkbenchError
+from workbench.lifecycle import die_with_parent, forget, remove_tree, temp_folder, watchdog_pipe
 
 
 def sshd_path() -> str | None:
@@ -27,8 +31,17 @@ def sshd_path() -> str | None:
     return found if Path(found).exists() else None
 
 
+VIRTUAL = "virtual"  #: the board name that starts a virtual board when boards.toml has none by that name
+
+
 class VirtualBoard:
-    """Context manager: ``with VirtualBoard() as board: ...`` gives a Board to use over SSH."""
+    """Context manager: ``with VirtualBoard() as board: ...`` gives a Board to use over SSH.
+
+    sshd runs under a guard process (board/_sshd_guard.py) that dies with the workbench: if
+    this process is killed (even by SIGKILL), the guard stops sshd and everything it runs and
+    deletes the keys. The board's work folders are made inside the virtual board's folder,
+    so they go with it.
+    """
 
     def __init__(self, platform: str = "rk3588", folder: str | Path | None = None):
         if sshd_path() is None:
@@ -37,13 +50,22 @@ class VirtualBoard:
                 "(`make test` installs it when run as root)."
             )
         self.platform = platform
-        self.folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="rknn-wb-vboard-"))
         self._owns = folder is None
+        self.folder = Path(folder) if folder else temp_folder("rknn-wb-vboard-")
         self.process: subprocess.Popen | None = None
+        self._watch: int | None = None
 
     def __enter__(self) -> Board:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _start(self) -> Board:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder.chmod(0o700)
+        (self.folder / "board").mkdir(exist_ok=True)
         for key in ("host_key", "client_key"):
             subprocess.run(
                 ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.folder / key)], check=True
@@ -57,17 +79,26 @@ class VirtualBoard:
             "PermitRootLogin prohibit-password\n"
         )
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
-        with open(self.folder / "sshd.log", "w") as log:
-            self.process = subprocess.Popen(
-                [sshd_path(), "-D", "-e", "-f", str(self.folder / "sshd_config")], stderr=log
-            )
+        watch_read, self._watch = watchdog_pipe()
+        sshd = [sshd_path(), "-D", "-e", "-f", str(self.folder / "sshd_config")]
+        guard = [sys.executable, "-m", "workbench.board._sshd_guard", str(self.folder), str(int(self._owns))]
+        try:
+            with open(self.folder / "sshd.log", "w") as log:
+                self.process = subprocess.Popen(
+                    [*guard, "--", *sshd],
+                    stdin=watch_read,
+                    stderr=log,
+                    start_new_session=True,  # its own process group: Ctrl-C reaches only us
+                    preexec_fn=die_with_parent(signal.SIGTERM),  # the guard cleans up on SIGTERM
+                )
+        finally:
+            os.close(watch_read)
         if not _wait_for(self.port, self.process):
-            self.stop()
             raise WorkbenchError(f"sshd did not start: {(self.folder / 'sshd.log').read_text()[-500:]}")
         key_type, key = (self.folder / "host_key.pub").read_text().split()[:2]
         (self.folder / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {key_type} {key}\n")
         return Board(
-            name="virtual",
+            name=VIRTUAL,
             transport="ssh",
             platform=self.platform,
             host="127.0.0.1",
@@ -77,18 +108,43 @@ class VirtualBoard:
             known_hosts=str(self.folder / "known_hosts"),
             python=sys.executable,
             virtual=True,
+            workdir=str(self.folder / "board"),
         )
 
     def stop(self) -> None:
-        """Stop sshd (the board 'goes away'); safe to call twice."""
+        """Stop sshd and everything it runs, and delete the keys (the board 'goes away');
+        safe to call twice."""
+        if self._watch is not None:
+            os.close(self._watch)  # the guard sees end-of-file: it cleans up and exits
+            self._watch = None
         if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.process:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # whatever is left of its group
+            self.process.wait()
 
     def __exit__(self, *exc) -> None:
-        self.stop()
-        if self._owns:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            if self._owns:
+                remove_tree(self.folder)
+                forget(self.folder)
+
+
+@contextlib.contextmanager
+def board_named(name: str, platform: str = "rk3588") -> Iterator[Board]:
+    """The board ``name`` from boards.toml; for "virtual", when no board has that name, a
+    virtual board started for the block and stopped after it."""
+    if name == VIRTUAL and name not in load_boards():
+        with VirtualBoard(platform) as board:
+            yield board
+        return
+    yield get_board(name)
 
 
 def _free_port() -> int:

@@ -7,12 +7,10 @@ atomically so a failed or interrupted save never damages an earlier run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from workbench.compare.metrics import MAX_SQNR_DB, METRICS, tensor_metrics
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, WorkbenchWarning
 from workbench.rknn.names import align, base_name
+from workbench.storage import folder_lock, recover, remove_folder, staged_files
 
 COLUMNS = (
     "index",
@@ -175,68 +174,58 @@ class Divergence:
     def save(self, folder: str | Path) -> Path:
         """Write ``divergence.parquet`` and ``meta.json`` into ``folder``, atomically.
 
-        The folder must be new, empty or an earlier run (whose other files, such as a
-        report, are kept); a failed or interrupted save leaves the earlier run whole.
+        The folder must be new, empty or an earlier run; every other file and subfolder in
+        it (a report, your notes or plots) is kept. A failed or interrupted save leaves the
+        earlier run whole; concurrent saves of the same folder take turns (see storage.py).
+
+        Raises:
+            WorkbenchError: ``folder`` holds files but no saved run.
         """
         folder = Path(folder).resolve()
-        _recover(folder)
-        if folder.exists() and any(folder.iterdir()) and not (folder / _TABLE).is_file():
-            raise WorkbenchError(
-                f"{str(folder)!r} is not empty and holds no saved run: save into a new or empty folder."
-            )
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            self.table.to_parquet(tmp / _TABLE, index=False)
-            (tmp / _META).write_text(json.dumps(self.meta, indent=2, default=str))
-            if folder.is_dir():
-                for extra in folder.iterdir():
-                    if extra.name not in (_TABLE, _META) and extra.is_file():
-                        shutil.copy2(extra, tmp / extra.name)
-            _replace_dir(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if folder.exists() and not folder.is_dir():
+            raise WorkbenchError(f"{str(folder)!r} is a file: save the run into a folder (new or empty).")
+        with staged_files(folder) as stage:
+            if folder.exists() and any(folder.iterdir()) and not (folder / _TABLE).is_file():
+                raise WorkbenchError(
+                    f"{str(folder)!r} is not empty and holds no saved run: save into a new or empty folder."
+                )
+            self.table.to_parquet(stage / _TABLE, index=False)
+            (stage / _META).write_text(json.dumps(self.meta, indent=2, default=str))
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> Divergence:
-        """Read a run folder written by :meth:`save`."""
+        """Read a run folder written by :meth:`save`.
+
+        Raises:
+            WorkbenchError: no run there, or its files are damaged (cut short, not parquet,
+                not JSON).
+        """
         folder = Path(folder).resolve()
-        _recover(folder)
-        table_path = folder / _TABLE
-        if not table_path.is_file():
+        with folder_lock(folder):
+            recover(folder)
+            table_path, meta_path = folder / _TABLE, folder / _META
+            if not table_path.is_file():
+                raise WorkbenchError(
+                    f"{str(folder)!r} holds no saved divergence run (divergence.parquet missing)."
+                )
+            try:
+                table = pd.read_parquet(table_path)
+                meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+            except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid and JSONDecodeError are ValueErrors
+                raise WorkbenchError(
+                    f"The run in {str(folder)!r} is damaged and cannot be read ({type(err).__name__}: "
+                    f"{str(err)[:200]}). Run the comparison again to replace it."
+                ) from None
+        if not isinstance(meta, dict):
             raise WorkbenchError(
-                f"{str(folder)!r} holds no saved divergence run (divergence.parquet missing)."
+                f"The run in {str(folder)!r} is damaged: meta.json is not an object. Run the comparison "
+                "again to replace it."
             )
-        meta_path = folder / _META
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        return cls(pd.read_parquet(table_path), meta)
+        return cls(table, meta)
 
 
 _TABLE, _META = "divergence.parquet", "meta.json"
-
-
-def _old(target: Path) -> Path:
-    return target.with_name(f".{target.name}.old")
-
-
-def _recover(target: Path) -> None:
-    """Put back a run that an interrupted save had moved aside."""
-    if not target.exists() and _old(target).is_dir():
-        os.replace(_old(target), target)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``; the old content stays whole (moved aside) until the new
-    one is in place, and :func:`_recover` restores it if we stop in between."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = _old(target)
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def layer_rows(
@@ -531,8 +520,10 @@ def compute_divergence(
     variant = mode if mode == "snapshot" else f"{mode}+guard{'+single' if single_layer else ''}"
     key = run_key(model, config, calibration, samples, variant)
     cached = _cache_dir() / key
-    if cache and (cached / "divergence.parquet").is_file():
-        return Divergence.load(cached)
+    if cache:
+        hit = _cached_run(cached)
+        if hit is not None:
+            return hit
 
     reference = FloatRunner(model, config.preprocess)
     rows: list[dict] = []
@@ -661,20 +652,45 @@ def support_summary(model, platform: str) -> dict:
     return {"platform": platform, "counts": report.counts(), "problems": problems.to_dict("records")}
 
 
+def _cached_run(folder: Path) -> Divergence | None:
+    """The cached run in ``folder``, or None; a damaged entry (cut short, bad JSON) is
+    deleted with a warning, so the caller rebuilds it instead of failing on it forever."""
+    if not (folder / _TABLE).is_file():
+        return None
+    try:
+        return Divergence.load(folder)
+    except WorkbenchError as err:
+        warnings.warn(f"Discarded a damaged cached run; rebuilding it. {err}", WorkbenchWarning, stacklevel=3)
+        remove_folder(folder)
+        return None
+
+
 def run_key(model, config, calibration, samples, mode: str) -> str:
-    """Content hash of everything a divergence run depends on."""
+    """Content hash of everything a divergence run depends on, including the workbench's own
+    code (an editable install keeps its version number while its code changes)."""
     h = hashlib.sha256()
     h.update(model.to_bytes())
     h.update(config.digest().encode())
     h.update(mode.encode())
     h.update(_toolkit_version().encode())
     h.update(_version("rknn-workbench").encode())  # a fixed workbench must not reuse old results
+    h.update(code_digest().encode())
     for group in (calibration, samples):
         h.update(b"|")
         for row in group.rows:
             for path in row:
                 h.update(hashlib.sha256(Path(path).read_bytes()).digest())
     return h.hexdigest()[:24]
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 of the workbench package's .py sources (computed once per process)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def _cache_dir() -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from workbench.model import OnnxModel
 from workbench.rknn.buildlog import parse_layer_table
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession, clean_log
+from workbench.storage import atomic_write
 
 
 @dataclass(frozen=True)
@@ -206,10 +206,7 @@ def quantized_candidates(job: SweepJob) -> list[str]:
         found = quantized_tensors(files["cfg"], job.model)
     finally:
         session.close()
-    saved.parent.mkdir(parents=True, exist_ok=True)
-    partial = saved.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps(found))
-    os.replace(partial, saved)
+    atomic_write(saved, json.dumps(found))
     return found
 
 
@@ -307,11 +304,12 @@ def _transient(error: str) -> bool:
 
 
 def _first_line(err: Exception) -> str:
-    """The toolkit's own words for a failure (its "E ..." line), else the exception line."""
+    """The toolkit's own words for a failure (its "E ..." line), else the exception line;
+    a crash or a timeout (no answer of the toolkit) is marked so, and is never cached."""
     text = str(err)
-    if "stopped at" in text or "took longer than" in text:
-        kind = "crash: " if "stopped at" in text else "timeout: "
-        return kind + text.splitlines()[0][:300]
+    kind = getattr(err, "kind", "toolkit")
+    if kind in ("crash", "timeout"):
+        return f"{kind}: " + text.splitlines()[0][:300]
     lines = text.splitlines()
     said = [x for x in lines if x.startswith("E ") and "version:" not in x and "Traceback" not in x]
     said += [x for x in lines if "Error:" in x and "Traceback" not in x]

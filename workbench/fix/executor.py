@@ -3,9 +3,12 @@ default, or a ``dask.distributed`` cluster when the user hands in a Client."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Protocol
+
+from workbench.rknn.session import cancel_sessions
 
 
 class Executor(Protocol):
@@ -24,13 +27,18 @@ class LocalExecutor:
         self.slots = max(1, int(jobs))
 
     def map_unordered(self, fn, shared, items) -> Iterator:
-        pool = ThreadPoolExecutor(max_workers=self.slots)
+        threads: list[threading.Thread] = []
+        pool = ThreadPoolExecutor(self.slots, initializer=lambda: threads.append(threading.current_thread()))
         futures = [pool.submit(fn, shared, item) for item in items]
         try:
             for future in as_completed(futures):
                 yield future.result()
-        finally:  # interrupted or failed: queued tasks are dropped, running ones end on their own
+        finally:
+            # Interrupted or failed: queued tasks are dropped and running ones stopped now (their
+            # toolkit workers killed), so nothing half-done is returned, let alone cached.
             pool.shutdown(wait=False, cancel_futures=True)
+            if not all(f.done() for f in futures):
+                cancel_sessions(threads)
 
 
 class DaskExecutor:

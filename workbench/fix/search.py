@@ -11,9 +11,7 @@ configuration is kept in ``trail``, the accuracy-vs-cost points.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from workbench.fix.evaluate import Score, SweepJob, evaluate, prepare_job
 from workbench.fix.executor import as_executor
 from workbench.fix.sensitivity import sensitivity
 from workbench.rknn.config import BuildConfig
+from workbench.storage import staged_files
 
 #: files of the toolkit's hybrid flow (as the worker names them -> as exported)
 _HYBRID_FILES = (("model", "model"), ("data", "data"), ("quantization.variant.cfg", "quantization.cfg"))
@@ -82,10 +81,8 @@ class SearchResult:
                 f"{folder} exists and is not an earlier export (no search.json): give a new folder, "
                 "so nothing of yours is replaced."
             )
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
         stem = model.name.replace(" ", "_")
-        try:
+        with staged_files(folder) as staging:  # replaces these files together; others are kept
             with ToolkitSession(timeout=1800) as session:
                 dataset = calibration.write_list(session.workdir / "dataset.txt")
                 session.call(
@@ -99,14 +96,6 @@ class SearchResult:
                     shutil.copy(session.workdir / f"model.{made}", staging / f"{stem}.{kept}")
             (staging / "search.json").write_text(json.dumps(self.to_dict(), indent=1))
             self.trail.to_csv(staging / "trail.csv", index=False)
-            old = folder.with_name(f".{folder.name}.old")
-            if folder.exists():
-                os.replace(folder, old)  # kept until the new export is in place
-            os.replace(staging, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return folder
 
     def to_dict(self) -> dict:

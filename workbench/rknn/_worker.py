@@ -192,8 +192,23 @@ HANDLERS = {
 }
 
 
+def _watch_parent(argv: list[str]) -> None:
+    """Exit when the parent dies (its watchdog pipe closes), removing the session's own
+    temporary folder (argv[3], when the session owns one): the backstop for a parent that
+    was killed before its close() ran. On Linux the kernel usually kills us first
+    (PR_SET_PDEATHSIG); the parent's next session then removes the folder."""
+    if len(argv) < 3:
+        return
+    from workbench.lifecycle import exit_when_parent_dies, remove_tree
+
+    folder = argv[3] if len(argv) > 3 else None
+    cleanup = (lambda: remove_tree(folder)) if folder else None
+    exit_when_parent_dies(int(argv[2]), cleanup)
+
+
 def main() -> None:
     reply = os.fdopen(int(sys.argv[1]), "w", buffering=1)
+    _watch_parent(sys.argv)
     state = _State()
     stop = threading.Event()
     threading.Thread(target=_sweep_debug_models, args=(stop,), daemon=True).start()
@@ -202,6 +217,10 @@ def main() -> None:
         try:
             result = HANDLERS[request["cmd"]](state, **request["args"])
             answer = {"ok": True, "result": result}
+        except KeyboardInterrupt:
+            # An interrupt is not the toolkit's answer: never reply it as a failure (a probe
+            # or a sweep would store it as a result). Die; the parent reports a crash.
+            raise
         except BaseException as err:  # the toolkit raises bare Exceptions and SystemExit
             traceback.print_exc()
             answer = {"ok": False, "error": f"{type(err).__name__}: {err}"}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from workbench.board.config import Board
 from workbench.board.ssh import SshTransport
 from workbench.datasets import CalibrationSet
+from workbench.lifecycle import forget, remove_tree, temp_folder
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
 from workbench.rknn.config import BuildConfig, ConfigError
@@ -54,7 +54,7 @@ class SshBoardRunner:
         self.outputs_only = outputs_only
         self.backend = f"board:{board.name}"
         self.transport = SshTransport(board, connect_timeout, step_timeout)
-        self.local = Path(tempfile.mkdtemp(prefix="rknn-wb-board-"))
+        self.local = temp_folder("rknn-wb-board-")
         self.remote: str | None = None
         try:
             self._prepare(calibration)
@@ -152,10 +152,14 @@ class SshBoardRunner:
         return names
 
     def close(self) -> None:
-        if self.remote:
-            self.transport.remove(self.remote)
-            self.remote = None
-        shutil.rmtree(self.local, ignore_errors=True)
+        """Remove the board's work folder, then the local one (even if the first fails)."""
+        try:
+            if self.remote:
+                remote, self.remote = self.remote, None
+                self.transport.remove(remote)
+        finally:
+            remove_tree(self.local)
+            forget(self.local)
 
     def __enter__(self) -> SshBoardRunner:
         return self

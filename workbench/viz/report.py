@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from workbench.compare.divergence import Divergence
 from workbench.compare.metrics import SQNR_OK_DB
+from workbench.storage import atomic_write
 from workbench.viz.plots import gap_figure, heatmap_figure, per_layer_figure
 
 _STYLE = """
@@ -90,12 +89,7 @@ the error itself; "inherited": its inputs were already bad.)</p>{worst_table}
 <h2>Conversion settings</h2><pre>{html.escape(json.dumps(meta.get("config"), indent=1))}</pre>
 <h2>Calibration</h2><pre>{html.escape(json.dumps(meta.get("calibration"), indent=1))}</pre>
 </body></html>"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".html", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(body)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, body)
 
 
 def _answers_section(answers, flip_layers, next_step: str | None) -> str:
