@@ -1,7 +1,6 @@
 """The adb path with the toolkit's real adb and no board attached (the board itself cannot
 exist here): an unplugged board is a clear ToolkitError, the log is kept, nothing leaks."""
 
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,7 @@ def test_unplugged_board(tiny_models, small_set, tmp_path, monkeypatch):
             AdbBoardRunner(
                 tiny_models["conv-relu-sigmoid"], BuildConfig(), small_set, "192.0.2.1:5555", timeout=300
             )
-        log = Path(str(err.value).rsplit("Full log: ", 1)[1].strip())
+        log = err.value.log_path
         assert log.is_file() and log.is_relative_to(tmp_path / "cache" / "logs")
     finally:
         Adb().run("kill-server")  # the toolkit started its adb server; leave nothing running

@@ -239,3 +239,16 @@ def test_the_emulator_gives_the_simulators_answers(flipped_run, tmp_path_factory
     simulated = flipped_run.table[flipped_run.table.backend == "simulator"].prediction.tolist()
     assert emulated.table[emulated.table.backend == "emulator"].prediction.tolist() == simulated
     assert sorted(emulated.flips()["sample"]) == [0, 2]
+
+
+def test_answers_save_beside_a_run_and_keep_the_users_files(tmp_path):
+    result = _table([{"sample": 0, "path": "a", "backend": "float", "prediction": "1"}])
+    run = tmp_path / "run"
+    (run / "my_plots").mkdir(parents=True)
+    (run / "notes.txt").write_text("mine")
+    result.save(run)
+    result.save(run)  # again: replaces only its own files
+    assert (run / "notes.txt").read_text() == "mine" and (run / "my_plots").is_dir()
+    assert TaskResult.load(run).verdict() == result.verdict()
+    with pytest.raises(WorkbenchError, match="is a file"):
+        result.save(run / "notes.txt")

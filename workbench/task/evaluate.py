@@ -11,7 +11,6 @@ numbers (compare/) are the second.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from workbench.datasets import CalibrationSet, cache_dir
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
+from workbench.storage import folder_lock, recover, staged_files
 from workbench.task.adapters import CallableAdapter, TaskAdapter, get_adapter
 from workbench.task.labels import LabelledSet, check_matches, load_labelled
 
@@ -165,11 +165,14 @@ class TaskResult:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``answers.parquet`` and ``answers.json`` into ``folder`` (a new folder or a
-        run folder), each atomically: an interrupted save leaves the earlier files whole."""
+        run folder) together, under the folder's lock: an interrupted save leaves the earlier
+        files whole, and every other file in the folder is kept."""
         folder = Path(folder).resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        _atomic(folder / _TABLE, lambda p: self.table.to_parquet(p, index=False))
-        _atomic(folder / _META, lambda p: p.write_text(json.dumps(self.meta, indent=2, default=str)))
+        if folder.exists() and not folder.is_dir():
+            raise WorkbenchError(f"{str(folder)!r} is a file: save the answers into a folder.")
+        with staged_files(folder) as stage:
+            self.table.to_parquet(stage / _TABLE, index=False)
+            (stage / _META).write_text(json.dumps(self.meta, indent=2, default=str))
         return folder
 
     @classmethod
@@ -179,8 +182,10 @@ class TaskResult:
         if not (folder / _TABLE).is_file():
             raise WorkbenchError(f"{str(folder)!r} holds no saved answers ({_TABLE} missing).")
         try:
-            table = pd.read_parquet(folder / _TABLE)
-            meta = json.loads((folder / _META).read_text()) if (folder / _META).is_file() else {}
+            with folder_lock(folder):
+                recover(folder)
+                table = pd.read_parquet(folder / _TABLE)
+                meta = json.loads((folder / _META).read_text()) if (folder / _META).is_file() else {}
         except Exception as err:  # a damaged file: say which, never a traceback
             raise WorkbenchError(
                 f"Answers in {str(folder)!r} cannot be read ({err}); run evaluate again."
@@ -410,16 +415,6 @@ def _board_answers(judge: _Judge, model, config, calibration, board, rows_in, pr
     finally:
         bar.close()
     return rows, None
-
-
-def _atomic(path: Path, write) -> None:
-    """``write(tmp)`` then rename over ``path``: readers see the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _outputs(tensors: dict[str, np.ndarray], model: OnnxModel) -> dict[str, np.ndarray]:
