@@ -242,7 +242,7 @@ def test_the_emulator_gives_the_simulators_answers(flipped_run, tmp_path_factory
 
 
 def test_answers_save_beside_a_run_and_keep_the_users_files(tmp_path):
-    result = _table([{"sample": 0, "path": "a", "backend": "float", "prediction": "1"}])
+    result = _table([{"sample": 0, "path": "a", "backend": "float", "prediction": "1", "agree": None}])
     run = tmp_path / "run"
     (run / "my_plots").mkdir(parents=True)
     (run / "notes.txt").write_text("mine")
