@@ -154,3 +154,17 @@ def test_board_doctor_json_without_a_board(tmp_path, capsys):
     assert main(["board", "doctor", "--adb", str(missing), "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["ready"] is False and data["checks"][0]["ok"] is False and data["checks"][0]["fix"]
+
+
+@pytest.mark.toolkit
+def test_diverge_on_the_emulator_saves_emulator_rows(residual_onnx, small_set, tmp_path, capsys):
+    from workbench.compare.divergence import Divergence
+
+    out = tmp_path / "emulated"
+    args = ["diverge", residual_onnx, *_tiny_args(residual_onnx, small_set), "--samples", "1"]
+    assert main([*args, "--mode", "emulate", "--out", str(out), "--json"]) == 0
+    run = Divergence.load(out)
+    assert set(run.table.backend) == {"emulator"} and run.quantized_backend == "emulator"
+    assert (run.summary().sqnr_db_mean > 20).all()  # the tiny model quantizes well
+    assert main([*args, "--mode", "emulate", "--board", "b"]) == 2
+    assert "mark-all mode only" in capsys.readouterr().err

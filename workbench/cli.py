@@ -98,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         "diverge", parents=[conversion, gate], help="per-layer divergence float vs quantized; saves a run"
     )
     diverge.add_argument("--samples", type=int, default=4, help="samples compared (default: 4)")
-    diverge.add_argument("--mode", default="mark-all", choices=["mark-all", "snapshot"])
+    diverge.add_argument(
+        "--mode",
+        default="mark-all",
+        choices=["mark-all", "snapshot", "emulate"],
+        help="the toolkit's simulator (mark-all or snapshot), or the workbench's emulator (rows 'emulator')",
+    )
     diverge.add_argument("--out", help="run folder (default: runs/<time>-<model>-<platform>)")
     diverge.add_argument(
         "--board", help="also run on this board (a name from boards.toml; 'virtual': a virtual board)"
@@ -321,8 +326,8 @@ def _diverge(args: argparse.Namespace) -> int:
 
     from workbench.compare.divergence import compute_divergence
 
-    if args.board and args.mode == "snapshot":
-        raise WorkbenchError("--board compares in mark-all mode only: drop --mode snapshot (or --board).")
+    if args.board and args.mode != "mark-all":
+        raise WorkbenchError(f"--board compares in mark-all mode only: drop --mode {args.mode} (or --board).")
     _check_thresholds(args)
     if args.out:
         _check_output_dir(args.out, "--out", "divergence.parquet", empty_ok=True)
@@ -339,6 +344,12 @@ def _diverge(args: argparse.Namespace) -> int:
                 result = board_divergence(model, config, calibration, board, samples, progress=not args.json)
         except BoardError as err:
             result, partial = err.partial, str(err)
+    elif args.mode == "emulate":
+        from workbench.compare.divergence import compare_runner
+        from workbench.emulate.runner import EmulatorRunner
+
+        with EmulatorRunner(model, config, calibration) as emulator:
+            result = compare_runner(model, config, calibration, samples, emulator, progress=not args.json)
     else:
         result = compute_divergence(
             model, config, calibration, samples, mode=args.mode, progress=not args.json

@@ -47,11 +47,21 @@ class Divergence:
     table: pd.DataFrame
     meta: dict = field(default_factory=dict)
 
-    def summary(self, backend: str = "simulator") -> pd.DataFrame:
+    @property
+    def quantized_backend(self) -> str:
+        """The run's quantized backend ("simulator", "emulator", ...): the default of every
+        per-backend view (a board run's board rows are asked for by name)."""
+        found = [
+            b for b in dict.fromkeys(self.table.backend) if b != "float" and not str(b).startswith("board:")
+        ]
+        return found[0] if found else "simulator"
+
+    def summary(self, backend: str | None = None) -> pd.DataFrame:
         """One row per compared layer, over all samples: mean and worst cosine and SQNR,
         the 5th percentile of SQNR and the toolkit's own single-layer cosine. Rows flagged
         :data:`MARKING_CHANGED` (measured on a marked model whose quantization differs from
         the plain one) are left out."""
+        backend = backend or self.quantized_backend
         rows = self.table[(self.table.backend == backend) & (self.table.status == "compared")]
         rows = rows[[MARKING_CHANGED not in str(flag).split(",") for flag in rows.flag]]
         grouped = rows.groupby(["index", "layer", "op_type", "rknn_layer"], sort=True)
@@ -66,7 +76,7 @@ class Divergence:
         )
         return out.reset_index()
 
-    def worst(self, n: int = 5, backend: str = "simulator") -> pd.DataFrame:
+    def worst(self, n: int = 5, backend: str | None = None) -> pd.DataFrame:
         """The ``n`` layers with the lowest mean SQNR."""
         return self.summary(backend).nsmallest(n, "sqnr_db_mean")
 
@@ -75,7 +85,7 @@ class Divergence:
         threshold_db: float = 20.0,
         drop_db: float = 3.0,
         single_cos: float = 0.99,
-        backend: str = "simulator",
+        backend: str | None = None,
     ) -> pd.DataFrame:
         """Label each compared layer: where error is made vs where it is only inherited, and
         how much of the error each layer makes.
@@ -162,7 +172,7 @@ class Divergence:
         table = self.first_divergence(**kwargs)
         return table[table.verdict == "origin"].sort_values("share", ascending=False).head(n)
 
-    def compare(self, other: Divergence, backend: str = "simulator") -> pd.DataFrame:
+    def compare(self, other: Divergence, backend: str | None = None) -> pd.DataFrame:
         """Per-layer mean SQNR and cosine of this run (``_a``) and ``other`` (``_b``), and the
         change b - a, on the layers both compared."""
         cols = ["index", "layer", "op_type", "sqnr_db_mean", "cosine_mean", "sqnr_db_worst"]
@@ -577,7 +587,58 @@ def compute_divergence(
             if on_sample:
                 on_sample(i + 1, len(samples))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    meta = {
+    meta = _run_meta(model, config, calibration, samples, table, key, mode)
+    if guard is not None:
+        meta["guard"] = guard.to_dict()
+        meta["single_layer"] = single_layer
+    result = Divergence(table, meta)
+    if cache:
+        result.save(cached)
+    return result
+
+
+def compare_runner(
+    model, config, calibration, samples, runner, *, cache: bool = True, progress: bool = True
+) -> Divergence:
+    """Float vs any runner that keeps the contract (``workbench.runners.Runner``), e.g. the
+    emulator: its ``run(row)`` tensors per layer, rows labelled with ``runner.backend``.
+    The toolkit's own modes (with their snapshot and guard) are :func:`compute_divergence`.
+
+    ``runner`` is used, not closed: the caller owns it. Cached by content like
+    :func:`compute_divergence` (the backend's name in the key)."""
+    from tqdm.auto import tqdm
+
+    from workbench.runners.float import FloatRunner
+
+    samples.validate(model.inputs, config.preprocess)
+    key = run_key(model, config, calibration, samples, f"runner:{runner.backend}")
+    cached = _cache_dir() / key
+    if cache:
+        hit = _cached_run(cached)
+        if hit is not None:
+            return hit
+    reference, constants, rows = FloatRunner(model, config.preprocess), constant_tensors(model), []
+    for i, row in enumerate(
+        tqdm(samples.rows, desc=f"per-layer divergence ({runner.backend})", disable=not progress)
+    ):
+        rows += layer_rows(
+            model.tensors,
+            reference.run(row),
+            runner.run(row),
+            sample=i,
+            backend=runner.backend,
+            constants=constants,
+        )
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    result = Divergence(table, _run_meta(model, config, calibration, samples, table, key, runner.backend))
+    if cache:
+        result.save(cached)
+    return result
+
+
+def _run_meta(model, config, calibration, samples, table: pd.DataFrame, key: str, mode: str) -> dict:
+    """What a per-layer run records beside its table."""
+    return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "key": key,
         "mode": mode,
@@ -589,13 +650,6 @@ def compute_divergence(
         "parents": compared_parents(model, set(table.loc[table.status == "compared", "layer"])),
         "support": support_summary(model, config.target_platform),
     }
-    if guard is not None:
-        meta["guard"] = guard.to_dict()
-        meta["single_layer"] = single_layer
-    result = Divergence(table, meta)
-    if cache:
-        result.save(cached)
-    return result
 
 
 def with_single_layer(marked: list[dict], snapshot: list[dict]) -> list[dict]:

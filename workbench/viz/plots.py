@@ -15,7 +15,7 @@ METRIC_LABELS = {"sqnr_db": "SQNR (dB)", "cosine": "cosine similarity"}
 def per_layer_figure(
     result: Divergence,
     metric: str = "sqnr_db",
-    backend: str = "simulator",
+    backend: str | None = None,
     threshold: float | None = None,
     label_worst: int = 3,
 ) -> go.Figure:
@@ -28,6 +28,7 @@ def per_layer_figure(
     """
     if metric not in METRIC_LABELS:
         raise ValueError(f"metric must be one of {list(METRIC_LABELS)}, not {metric!r}")
+    backend = backend or result.quantized_backend
     summary = result.summary(backend)
     mean, worst = summary[f"{metric}_mean"], summary[f"{metric}_worst"]
     hover = [
@@ -107,8 +108,9 @@ def per_layer_figure(
     return fig
 
 
-def heatmap_figure(result: Divergence, metric: str = "sqnr_db", backend: str = "simulator") -> go.Figure:
+def heatmap_figure(result: Divergence, metric: str = "sqnr_db", backend: str | None = None) -> go.Figure:
     """Layer x sample heatmap of ``metric``: a bad sample shows as a column, a bad layer as a row."""
+    backend = backend or result.quantized_backend
     rows = result.table[(result.table.backend == backend) & (result.table.status == "compared")]
     grid = rows.pivot_table(index=["index", "layer"], columns="sample", values=metric).sort_index()
     outputs = set(result.meta.get("model", {}).get("outputs", {}))
@@ -224,11 +226,12 @@ def compare_figure(
 
 
 def divergence_overlay(
-    model, result: Divergence, metric: str = "sqnr_db", backend: str = "simulator"
+    model, result: Divergence, metric: str = "sqnr_db", backend: str | None = None
 ) -> go.Figure:
     """The graph overlay (viz.graph) with each node coloured by its output's mean ``metric``."""
     from workbench.viz.graph import graph_figure
 
+    backend = backend or result.quantized_backend
     summary = result.summary(backend)
     by_tensor = dict(zip(summary.layer, summary[f"{metric}_mean"]))
     values = {}
