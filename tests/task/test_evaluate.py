@@ -252,3 +252,22 @@ def test_answers_save_beside_a_run_and_keep_the_users_files(tmp_path):
     assert TaskResult.load(run).verdict() == result.verdict()
     with pytest.raises(WorkbenchError, match="is a file"):
         result.save(run / "notes.txt")
+
+
+@pytest.mark.toolkit
+def test_toolkit_settings_swept_and_judged_by_the_answers(tmp_path):
+    from workbench.fix.settings import settings_advice, sweep_settings
+
+    means = [(0.5, 0.5001, 0.0), (0.2, 0.9, 0.1), (0.7, 0.70005, 0.3), (0.9, 0.1, 0.0)]
+    samples = _samples(tmp_path, means)
+    model = _channel_mean_classifier()
+    data = LabelledSet(samples, ["1", "1", "1", "0"], tmp_path, "csv")
+    table = sweep_settings(
+        model, BuildConfig(), samples, data, get_adapter("classification", model=model),
+        algorithms=("normal", "mmse"), methods=("channel",), progress=False,
+    )  # fmt: skip
+    assert sorted(table.algorithm) == ["mmse", "normal"] and table.current.sum() == 1
+    assert table.agreement.between(0, 1).all() and (table.error == "").all()
+    assert list(table.agreement) == sorted(table.agreement, reverse=True)  # best first
+    advice = settings_advice(table)
+    assert advice.startswith(("keep normal / channel", "switch to mmse / channel"))
