@@ -106,3 +106,21 @@ def test_netron_takes_a_path(tmp_path, tiny_models):
     frame = netron_view(path, proxy=False)
     stop_netron()
     assert isinstance(OnnxModel.load(path), OnnxModel) and frame.src
+
+
+def test_netron_opens_without_the_consent_splash_or_telemetry(tiny_models):
+    """The consent cookie is set by the server (no splash, no geolocation request) and the
+    browser app is served with its telemetry and update nag turned off."""
+    import urllib.request
+
+    from workbench.viz.graph import netron_view, stop_netron
+
+    frame = netron_view(tiny_models["conv-relu-sigmoid"], proxy=False)
+    try:
+        with urllib.request.urlopen(frame.src + "browser.js", timeout=10) as reply:
+            cookie, app = reply.headers.get("Set-Cookie", ""), reply.read().decode()
+        assert cookie.startswith("consent=")
+        assert "packaged: false," in app and "if (false) {" in app
+        assert "this._meta.version[0] !== '0.0.0'" not in app
+    finally:
+        stop_netron()

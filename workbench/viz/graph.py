@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import plotly.graph_objects as go
 
+from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
 
 STATUS_COLOURS = {
@@ -256,12 +258,51 @@ def _netron_handler(path: Path, hosts: set[str]):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            if self.path.split("?")[0].endswith("/browser.js"):
+                return self._send_offline_app()
             super().do_GET()
+
+        def end_headers(self):
+            # Netron asks for cookie consent (and geolocates the user over the internet to
+            # decide) unless this cookie is set: no splash, no request leaves the machine.
+            self.send_header("Set-Cookie", f"consent={int(time.time() * 1000)}; Path=/; SameSite=Strict")
+            super().end_headers()
+
+        def _send_offline_app(self):
+            body = _offline_browser_js().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/javascript")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, format, *args):  # quiet, as netron's
             pass
 
     return Handler
+
+
+#: Edits to Netron's browser app served by netron_view: no usage telemetry (Google
+#: Analytics, on when the app is "packaged") and no endless "Please update" prompt once the
+#: installed release is 180 days old. Each must match, or the view refuses to serve it.
+_OFFLINE_EDITS = (
+    ("packaged: this._meta.version && this._meta.version[0] !== '0.0.0',", "packaged: false,"),
+    ("if (days > 180) {", "if (false) {"),
+)
+
+
+def _offline_browser_js() -> str:
+    from netron import server as netron_server
+
+    text = (Path(netron_server.__file__).parent / "browser.js").read_text(encoding="utf-8")
+    for old, new in _OFFLINE_EDITS:
+        if old not in text:
+            raise WorkbenchError(
+                f"This Netron release changed its browser app ({old!r} not found): the workbench cannot "
+                "turn its telemetry off. Use explorer_view (Model Explorer) or pin netron<10."
+            )
+        text = text.replace(old, new)
+    return text
 
 
 def stop_netron() -> None:
