@@ -60,5 +60,6 @@ def test_notebook_runs_and_reads_in_the_browser(lab, notebook):
             figures.first.scroll_into_view_if_needed()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"{Path(notebook).stem}.png"), full_page=False)
-    finally:
+    finally:  # the kernel (and any toolkit worker it holds) goes with the page
+        page.evaluate("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.shutdown()")
         page.close()
