@@ -46,5 +46,26 @@ class ToolkitError(WorkbenchError):
         self.returncode = returncode
 
 
+class ConfigError(WorkbenchError):
+    """A BuildConfig that the toolkit would refuse (or that does not fit the model)."""
+
+
+class BoardError(WorkbenchError):
+    """The board could not be reached or failed during a run.
+
+    Attributes:
+        partial: the result of the samples done before the failure (a Divergence or a
+            TaskResult marked partial), when there is one.
+    """
+
+    def __init__(self, message: str, *, partial=None):
+        super().__init__(message)
+        self.partial = partial
+
+
+class EmulatorError(WorkbenchError):
+    """The toolkit's step-1 files cannot be turned into a runnable emulator graph."""
+
+
 class WorkbenchWarning(UserWarning):
     """Something works but will cost accuracy, speed or compatibility later."""

@@ -17,12 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from workbench.board.config import Board, check_host
-from workbench.errors import WorkbenchError
-
-
-class BoardError(WorkbenchError):
-    """The board could not be reached or failed during a run."""
-
+from workbench.errors import BoardError
 
 _DIAGNOSES = (
     (

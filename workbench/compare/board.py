@@ -61,12 +61,11 @@ def board_divergence(
     result = Divergence(table, meta)
     if error is not None:
         meta["partial"] = {"backend": backend, "samples_done": done, "samples": len(samples), "error": error}
-        failure = BoardError(
+        raise BoardError(
             f"{error}\nPartial result: {done} of {len(samples)} samples ran on {board.name}; "
-            "it is in err.partial, marked partial."
+            "it is in err.partial, marked partial.",
+            partial=result,
         )
-        failure.partial = result
-        raise failure
     return result
 
 

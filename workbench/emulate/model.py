@@ -25,13 +25,9 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from workbench.emulate.quantize import QParams, Rules, TensorQuant, fake_quant_bias, fake_quant_weight
-from workbench.errors import WorkbenchError
+from workbench.errors import EmulatorError
 
 _RAW, _Q, _F16 = "__emu_raw", "__emu_q", "__emu_f16"
-
-
-class EmulatorError(WorkbenchError):
-    """The toolkit's step-1 files cannot be turned into a runnable emulator graph."""
 
 
 @dataclass

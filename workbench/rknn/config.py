@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from workbench.errors import WorkbenchError
+from workbench.errors import ConfigError
 from workbench.preprocess import Preprocess
 
 #: target_platform values rknn-toolkit2 2.5.0 accepts.
@@ -188,10 +188,6 @@ class BuildConfig:
     def digest(self) -> str:
         """Stable hash of the settings, part of the build cache key."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
-
-
-class ConfigError(WorkbenchError):
-    """A BuildConfig that the toolkit would refuse (or that does not fit the model)."""
 
 
 def _channels(shape: Sequence[int]) -> int:
