@@ -615,6 +615,7 @@ def _check_output_dir(path: str | Path, flag: str, marker: str, *, empty_ok: boo
 
 def _build(args: argparse.Namespace) -> int:
 
+    from workbench.rknn.build import build
     from workbench.rknn.buildlog import parse_layer_table
     from workbench.rknn.session import ToolkitSession
 
@@ -628,13 +629,7 @@ def _build(args: argparse.Namespace) -> int:
     partial = output.with_name(f".{output.name}.partial")
     try:
         with ToolkitSession(timeout=3600) as session:
-            dataset = calibration.write_list(session.workdir / "dataset.txt")
-            _, log = session.call(
-                "build",
-                model_path=str(model.save(session.workdir / "model.onnx")),
-                rknn_path=str(partial),
-                **config.build_args(model.inputs, dataset),
-            )
+            log = build(session, model, config, calibration, rknn_path=partial)
         partial.replace(output)  # a failed build leaves an earlier .rknn untouched
     finally:
         partial.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from workbench.datasets import CalibrationSet
 from workbench.errors import ToolkitError
 from workbench.fix.executor import Executor, as_executor
 from workbench.model import OnnxModel
+from workbench.rknn.build import build
 from workbench.rknn.buildlog import parse_layer_table
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession, clean_log
@@ -42,8 +43,8 @@ class Score:
     cycles: int | None = None  #: the compile table's estimated total cycles
     rw_kb: float | None = None  #: the compile table's total memory traffic (KB)
     error: str = ""  #: the toolkit's failure, if this set could not be built or run
-    #: share of samples whose decoded answer equals float's (jobs with a task adapter only)
-    agreement: float = math.nan
+    #: share of samples whose decoded answer equals float's (None: the job has no task adapter)
+    agreement: float | None = None
 
     def meets(self, sqnr_db: float | None, cosine: float | None, agreement: float | None = None) -> bool:
         ok = not self.error
@@ -52,7 +53,7 @@ class Score:
         if cosine is not None:
             ok &= self.cosine >= cosine
         if agreement is not None:
-            ok &= self.agreement >= agreement
+            ok &= self.agreement is not None and self.agreement >= agreement
         return bool(ok)
 
 
@@ -165,12 +166,7 @@ def score_config(job: SweepJob, config: BuildConfig) -> Score:
     from workbench.runners.markall import infer_row
 
     with ToolkitSession(timeout=1800) as session:
-        dataset = job.calibration.write_list(session.workdir / "dataset.txt")
-        _, log = session.call(
-            "build",
-            model_path=str(job.model.save(session.workdir / "model.onnx")),
-            **config.build_args(job.model.inputs, dataset),
-        )
+        log = build(session, job.model, config, job.calibration)
         got = [infer_row(session, job.model, config, row) for row in job.samples.rows]
     return _score(tuple(float16_tensors(log)), job.expected, got, log, job)
 
@@ -275,7 +271,7 @@ def _score(layers: tuple[str, ...], expected, got, log: str, job: SweepJob | Non
         cosine=float(np.mean([min(m["cosine"] for m in s) for s in per_sample])),
         cycles=int(table.cycles_total.sum()) if len(table) else None,
         rw_kb=float(table.rw_kb.sum()) if len(table) else None,
-        agreement=_agreement(job, got) if job is not None and job.adapter is not None else math.nan,
+        agreement=_agreement(job, got) if job is not None and job.adapter is not None else None,
     )
 
 

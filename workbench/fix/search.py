@@ -209,7 +209,8 @@ class _Search:
             if isinstance(r.layer, str) and (error or pd.notna(r.output_sqnr_db)):
                 cycles = None if pd.isna(r.cycles) else int(r.cycles)
                 rw_kb = getattr(r, "rw_kb", None)
-                agreement = getattr(r, "output_agreement", float("nan"))
+                agreement = getattr(r, "output_agreement", None)
+                agreement = None if agreement is None or pd.isna(agreement) else float(agreement)
                 self.known[(r.layer,)] = Score(
                     (r.layer,), r.output_sqnr_db, r.output_cosine, cycles, rw_kb, error, agreement
                 )

@@ -21,6 +21,7 @@ from workbench.board.config import check_serial
 from workbench.board.outputs import parse_eval_memory, parse_eval_perf, parse_sdk_version
 from workbench.datasets import CalibrationSet
 from workbench.model import OnnxModel
+from workbench.rknn.build import build
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession, clean_log
 from workbench.rknn.snapshot import Snapshot, read_snapshot
@@ -54,12 +55,7 @@ class AdbBoardRunner(ToolkitRunner):
                 self.session, model, config, calibration, outputs_only=self.outputs_only
             )
         else:
-            dataset = calibration.write_list(self.session.workdir / "dataset.txt")
-            self.session.call(
-                "build",
-                model_path=str(model.save(self.session.workdir / "model.onnx")),
-                **config.build_args(model.inputs, dataset),
-            )
+            build(self.session, model, config, calibration)
         self.session.call("init_runtime", target=config.target_platform, device_id=self.device_id)
 
     def analyse(self, row: Sequence[Path]) -> Snapshot:

@@ -30,6 +30,7 @@ from workbench.datasets import CalibrationSet
 from workbench.errors import ToolkitError
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
+from workbench.rknn.build import build
 from workbench.rknn.buildlog import parse_feature_tensors
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.names import base_name
@@ -118,26 +119,16 @@ def build_marked(
     first), the boundaries and the marked build's log. The session stays on the marked model.
 
     ``outputs_only``: build once, unmarked (the deployed model): only the graph outputs."""
-    dataset = calibration.write_list(session.workdir / "dataset.txt")
-    build = config.build_args(model.inputs, dataset)
-    path = model.save(session.workdir / "model.onnx")
-    rknn = {"rknn_path": str(rknn_path)} if outputs_only and rknn_path else {}
-    _, log = session.call("build", model_path=str(path), **build, **rknn)
-    path.unlink()  # built: the toolkit holds its own copy
+    log = build(session, model, config, calibration, rknn_path=rknn_path if outputs_only else None)
     if outputs_only:
         return list(model.outputs), [], log
     boundaries = boundary_tensors(model, parse_feature_tensors(log))
     output_names = [*model.outputs, *[b for b in boundaries if b not in model.outputs]]
-    marked = marked_model(model, output_names).save(session.workdir / "marked.onnx")
     # Quiet build: the tables were read from the first one.
-    _, marked_log = session.call(
-        "build",
-        model_path=str(marked),
-        verbose=False,
-        rknn_path=str(rknn_path) if rknn_path else None,
-        **build,
-    )
-    marked.unlink()
+    marked_log = build(
+        session, marked_model(model, output_names), config, calibration, rknn_path=rknn_path, verbose=False,
+        name="marked",
+    )  # fmt: skip
     return output_names, boundaries, marked_log
 
 
@@ -216,8 +207,8 @@ def build_checked(
     The session stays on the marked model.
     """
     dataset = calibration.write_list(session.workdir / "dataset.txt")
-    build = config.build_args(model.inputs, dataset)
-    plain_cfg, log = _build_with_cfg(session, model, "model", build, verbose=True)
+    args = config.build_args(model.inputs, dataset)
+    plain_cfg, log = _build_with_cfg(session, model, "model", args, verbose=True)
     plain = infer_row(session, model, config, row)
     snapshot = _analyse(session, row) if single_layer else None
     boundaries = boundary_tensors(model, parse_feature_tensors(log))
@@ -226,7 +217,7 @@ def build_checked(
     for rounds in range(1, _GUARD_ROUNDS + 1):
         guard.rounds = rounds
         output_names = [*model.outputs, *marked]
-        cfg, marked_log = _build_with_cfg(session, marked_model(model, output_names), "marked", build)
+        cfg, marked_log = _build_with_cfg(session, marked_model(model, output_names), "marked", args)
         diff = changed_ranges(plain_cfg, cfg) if plain_cfg is not None and cfg is not None else {}
         at = {name: base_name(name, set(marked)) for name in diff}
         guard.changed = {b: diff[name] for name, b in at.items() if b is not None}
@@ -252,21 +243,21 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _build_with_cfg(
-    session: ToolkitSession, model: OnnxModel, stem: str, build: dict, verbose: bool = False
+    session: ToolkitSession, model: OnnxModel, stem: str, args: dict, verbose: bool = False
 ) -> tuple[dict | None, str]:
     """Build ``model`` as the session's model; returns its step-1 quantization parameters
     (None for float and auto-hybrid builds, built with plain ``build()``) and the log."""
     path = model.save(session.workdir / f"{stem}.onnx")
     try:
-        if build["dataset"] is None or build["auto_hybrid"]:
-            _, log = session.call("build", model_path=str(path), verbose=verbose, **build)
+        if args["dataset"] is None or args["auto_hybrid"]:
+            _, log = session.call("build", model_path=str(path), verbose=verbose, **args)
             return None, log
         files, _ = session.call(
-            "hybrid_step1", model_path=str(path), config=build["config"], dataset=build["dataset"]
+            "hybrid_step1", model_path=str(path), config=args["config"], dataset=args["dataset"]
         )
     finally:
         path.unlink()  # loaded: the toolkit holds its own copy
-    _, log = session.call("hybrid_step2", **files, float_layers=build["float_layers"], verbose=verbose)
+    _, log = session.call("hybrid_step2", **files, float_layers=args["float_layers"], verbose=verbose)
     with open(files["cfg"]) as f:
         return yaml.safe_load(f).get("quantize_parameters") or {}, log
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from workbench.datasets import CalibrationSet
 from workbench.model import OnnxModel
+from workbench.rknn.build import build
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.snapshot import Snapshot, read_snapshot
 from workbench.runners._toolkit import ToolkitRunner
@@ -27,13 +28,7 @@ class SimulatorRunner(ToolkitRunner):
     """
 
     def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
-        model_path = model.save(self.workdir / "model.onnx")
-        dataset = calibration.write_list(self.workdir / "dataset.txt")
-        _, self.build_log = self.session.call(
-            "build",
-            model_path=str(model_path),
-            **config.build_args(model.inputs, dataset),
-        )
+        self.build_log = build(self.session, model, config, calibration)
         self.last_snapshot: Snapshot | None = None
 
     def analyse(self, row: Sequence[Path]) -> Snapshot:

@@ -1,0 +1,40 @@
+"""The one build recipe: the model and the calibration list written into the worker's
+folder, then the toolkit's build with the config's arguments. Every runner, the CLI and the
+fix sweeps build through it, so how a model reaches the toolkit is decided in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workbench.datasets import CalibrationSet
+from workbench.model import OnnxModel
+from workbench.rknn.config import BuildConfig
+from workbench.rknn.session import ToolkitSession
+
+
+def build(
+    session: ToolkitSession,
+    model: OnnxModel,
+    config: BuildConfig,
+    calibration: CalibrationSet,
+    *,
+    rknn_path: str | Path | None = None,
+    verbose: bool = True,
+    name: str = "model",
+) -> str:
+    """Build ``model`` with ``config`` in ``session`` (it becomes the session's model; exported
+    to ``rknn_path`` when given) and return the toolkit's log of the build (with its layer
+    table when ``verbose``). The model file is removed once built: the toolkit holds its copy.
+
+    Raises:
+        ToolkitError: the toolkit refused the model (``kind`` "toolkit"), crashed or timed out.
+    """
+    dataset = calibration.write_list(session.workdir / "dataset.txt")
+    path = model.save(session.workdir / f"{name}.onnx")
+    extra = {"rknn_path": str(rknn_path)} if rknn_path else {}
+    try:
+        args = config.build_args(model.inputs, dataset)
+        _, log = session.call("build", model_path=str(path), verbose=verbose, **extra, **args)
+    finally:
+        path.unlink(missing_ok=True)
+    return log
