@@ -75,8 +75,7 @@ def test_fix_texts_name_commands_and_flags_that_exist(tmp_path, capsys):
     named = re.findall(r"rknn-workbench (\w+)([^`,;()]*)", " ".join(texts))
     assert ("dequantize", f" {path} -o dynamic-float.onnx ") in named
     for command, rest in named:
-        with pytest.raises(SystemExit):
-            main([command, "--help"])
+        assert main([command, "--help"]) == 0
         usage = capsys.readouterr().out
         for flag in re.findall(r"(?<!\w)(-{1,2}[a-z][\w-]*)", rest):
             assert flag in usage, (command, flag)

@@ -81,6 +81,7 @@ def test_headline_leads_with_the_output_then_the_origins():
             "sample": 0,
             "backend": "simulator",
             "status": "compared",
+            "flag": "",
             "sqnr_db": db,
             "cosine": 0.9,
             "toolkit_single_cos": float("nan"),

@@ -63,7 +63,8 @@ class Divergence:
         the plain one) are left out."""
         backend = backend or self.quantized_backend
         rows = self.table[(self.table.backend == backend) & (self.table.status == "compared")]
-        rows = rows[[MARKING_CHANGED not in str(flag).split(",") for flag in rows.flag]]
+        # a Series mask: a plain empty list would select columns, not rows
+        rows = rows[rows.flag.map(lambda flag: MARKING_CHANGED not in str(flag).split(",")).astype(bool)]
         grouped = rows.groupby(["index", "layer", "op_type", "rknn_layer"], sort=True)
         out = grouped.agg(
             samples=("sample", "nunique"),
@@ -212,6 +213,11 @@ class Divergence:
                 not JSON).
         """
         folder = Path(folder).resolve()
+        if not folder.exists() and not any(folder.parent.glob(f".{folder.name}.*")):
+            # nothing there, not even an interrupted save to finish: no lock file left behind
+            raise WorkbenchError(
+                f"{str(folder)!r} holds no saved divergence run (divergence.parquet missing)."
+            )
         with folder_lock(folder):
             recover(folder)
             table_path, meta_path = folder / _TABLE, folder / _META
