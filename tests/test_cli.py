@@ -21,7 +21,8 @@ def test_demo_leads_with_the_answers_and_writes_a_report(tmp_path, capsys):
     assert (runs[0] / "answers.parquet").is_file()
     assert (runs[0] / "node_data_sqnr.json").is_file() and "model-explorer " in html  # the graph view
     assert main(["report", str(runs[0]), "-o", str(tmp_path / "again.html")]) == 0
-    assert "Answers: did quantization change them?" in (tmp_path / "again.html").read_text()
+    again = (tmp_path / "again.html").read_text()
+    assert "Answers: did quantization change them?" in again and "Next step" in again  # kept in the run
 
 
 def test_zoo_list(capsys):

@@ -291,6 +291,7 @@ def _demo(args: argparse.Namespace) -> int:
         result = board if board is not None else result
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run = _save_run(result, Path(args.runs_dir) / f"{stamp}-{name}-{args.platform}", model)
+    answers.meta["next_step"] = next_step  # the report, reopened later, still says it
     answers.save(run)
     report = write_report(
         result, run / "report.html", answers=answers, flip_layers=flips, next_step=next_step

@@ -126,6 +126,7 @@ def _answers_section(answers, flip_layers, next_step: str | None) -> str:
             "<h2>Where: layers worse on the flipped samples</h2>",
             flip_layers_figure(flip_layers).to_html(full_html=False, include_plotlyjs=False),
         ]
+    next_step = next_step or answers.meta.get("next_step")
     if next_step:
         parts.append(f"<h2>Next step</h2><p>{html.escape(next_step)}</p>")
     return "".join(parts)
