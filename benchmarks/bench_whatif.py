@@ -19,6 +19,7 @@ from workbench.compare.metrics import tensor_metrics
 from workbench.datasets import ZOO, default_calibration_set, load_zoo_model
 from workbench.emulate.model import Step1
 from workbench.emulate.runner import EmulatorRunner
+from workbench.rknn.build import hybrid_step1
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession
 from workbench.runners.float import FloatRunner
@@ -50,13 +51,7 @@ def main() -> None:
 
     with ToolkitSession(timeout=1800) as session:
         start = time.perf_counter()
-        dataset = calibration.write_list(session.workdir / "dataset.txt")
-        files, _ = session.call(
-            "hybrid_step1",
-            model_path=str(model.save(session.workdir / "model.onnx")),
-            config=config.toolkit_kwargs(model.inputs),
-            dataset=str(dataset),
-        )
+        files = hybrid_step1(session, model, config, calibration)
         step1_s = time.perf_counter() - start
         start = time.perf_counter()
         emulator = EmulatorRunner(model, config, step1=Step1.read(files))

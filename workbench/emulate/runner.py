@@ -45,6 +45,7 @@ def run_step1(
     Raises:
         ToolkitError: the toolkit failed (its own lines quoted).
     """
+    from workbench.rknn.build import hybrid_step1
     from workbench.rknn.session import ToolkitSession
 
     config.check_model(model)
@@ -53,13 +54,7 @@ def run_step1(
     if cache and all((kept / n).is_file() for n in names.values()):
         return Step1.read({k: kept / n for k, n in names.items()})
     with ToolkitSession(workdir, timeout=timeout) as session:
-        dataset = calibration.write_list(session.workdir / "dataset.txt")
-        files, _ = session.call(
-            "hybrid_step1",
-            model_path=str(model.save(session.workdir / "model.onnx")),
-            config=config.toolkit_kwargs(model.inputs),
-            dataset=str(dataset),
-        )
+        files = hybrid_step1(session, model, config, calibration)
         if cache:
             _keep(files, kept, names)
         return Step1.read(files)

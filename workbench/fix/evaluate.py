@@ -26,7 +26,7 @@ from workbench.datasets import CalibrationSet
 from workbench.errors import ToolkitError
 from workbench.fix.executor import Executor, as_executor
 from workbench.model import OnnxModel
-from workbench.rknn.build import build
+from workbench.rknn.build import build, hybrid_step1
 from workbench.rknn.buildlog import parse_layer_table
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession, clean_log
@@ -245,14 +245,7 @@ class SweepStore:
 def _step1(job: SweepJob) -> tuple[ToolkitSession, dict]:
     session = ToolkitSession(timeout=1800)
     try:
-        folder = session.workdir
-        dataset = job.calibration.write_list(folder / "dataset.txt")
-        files, _ = session.call(
-            "hybrid_step1",
-            model_path=str(job.model.save(folder / "model.onnx")),
-            config=job.config.toolkit_kwargs(job.model.inputs),
-            dataset=str(dataset),
-        )
+        files = hybrid_step1(session, job.model, job.config, job.calibration)
     except BaseException:
         session.close()
         raise

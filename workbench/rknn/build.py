@@ -38,3 +38,19 @@ def build(
     finally:
         path.unlink(missing_ok=True)
     return log
+
+
+def hybrid_step1(
+    session: ToolkitSession, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet
+) -> dict[str, str]:
+    """The toolkit's ``hybrid_quantization_step1`` in ``session``: returns the paths of the
+    ``<name>.model``, ``.data`` and ``.quantization.cfg`` it writes (keys model, data, cfg),
+    the base of hybrid step 2 and of the emulator."""
+    dataset = calibration.write_list(session.workdir / "dataset.txt")
+    files, _ = session.call(
+        "hybrid_step1",
+        model_path=str(model.save(session.workdir / "model.onnx")),
+        config=config.toolkit_kwargs(model.inputs),
+        dataset=str(dataset),
+    )
+    return files

@@ -29,8 +29,6 @@ from workbench.task.adapters import CallableAdapter, TaskAdapter, get_adapter
 from workbench.task.labels import LabelledSet, check_matches, load_labelled
 
 FLOAT = "float"
-#: tasks whose adapter explains its diagnostics (``diagnose`` + ``explain``)
-_NOTED_TASKS = ("detection",)
 _TABLE, _META = "answers.parquet", "answers.json"
 #: columns every answers table has, before the adapter's own metric columns
 BASE_COLUMNS = ("sample", "path", "backend", "status", "prediction", "label", "correct", "agree", "error")
@@ -122,19 +120,19 @@ class TaskResult:
         """The adapter's explanation of what went wrong in a backend's raw outputs (e.g. a
         detector's scores collapsed to two levels), from the diagnostics kept per sample
         (their maximum over the samples)."""
-        from workbench.task.adapters import get_adapter
+        from workbench.task.adapters import ADAPTERS
 
         diagnostics = list(self.meta.get("diagnostics", []))
-        if not diagnostics or self.task not in _NOTED_TASKS:
+        explain = getattr(ADAPTERS.get(self.task), "explain", None)  # adapters that can say why
+        if not diagnostics or explain is None:
             return []
-        adapter = get_adapter(self.task)
         means = self.table[self.table.status == "ok"].groupby("backend")[diagnostics].max()
         if FLOAT not in means.index:
             return []
         notes = []
         for backend in self.backends:
             if backend in means.index:
-                note = adapter.explain(means.loc[FLOAT].to_dict(), means.loc[backend].to_dict())
+                note = explain(means.loc[FLOAT].to_dict(), means.loc[backend].to_dict())
                 if note:
                     notes.append(f"{backend}: {note}")
         return notes

@@ -137,7 +137,8 @@ class DetectionAdapter:
         levels = self.score_levels(outputs)
         return {"score_levels": levels["levels"], "score_max": levels["max"]}
 
-    def explain(self, reference: Mapping[str, float], test: Mapping[str, float]) -> str | None:
+    @staticmethod
+    def explain(reference: Mapping[str, float], test: Mapping[str, float]) -> str | None:
         """A note when the quantized scores collapsed to a few levels (:meth:`diagnose`'s
         numbers, the most over the samples, float vs quantized), else None."""
         if not (test["score_levels"] <= 16 < reference["score_levels"]):
