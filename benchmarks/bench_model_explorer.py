@@ -21,7 +21,9 @@ import onnx
 import pandas as pd
 from onnx import TensorProto, helper, numpy_helper
 
-from workbench.compare.divergence import COLUMNS, Divergence, compared_parents, compute_divergence
+from workbench.compare.divergence import compute_divergence
+from workbench.compare.result import COLUMNS, Divergence
+from workbench.compare.rows import compared_parents
 from workbench.datasets import ZOO, default_calibration_set, load_zoo_model
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig

@@ -25,7 +25,7 @@ runs, seconds = {}, {}
 for mode in ("snapshot", "mark-all"):
     start = time.time()
     runs[mode] = compute_divergence(
-        model, config, calibration, calibration.head(1), mode=mode, cache=False, progress=False
+        model, config, calibration, calibration.head(1), backend=mode, cache=False, progress=False
     )
     seconds[mode] = round(time.time() - start, 1)
 snap, mark = (

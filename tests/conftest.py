@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.board.conftest import sshd  # noqa: F401 - the virtual board, shared with tests/runners
+from tests.board.conftest import fake_adb_board, sshd  # noqa: F401 - virtual boards, shared with tests/runners
 from workbench.datasets import CalibrationSet, datasets_dir, load_zoo_model
 from workbench.model import OnnxModel
 from workbench.synthetic import SYNTHETIC

@@ -45,7 +45,7 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
 def test_diverge_saves_a_run_and_prints_json(tiny_models, small_set, tmp_path, capsys, monkeypatch):
     import json
 
-    from workbench.compare.divergence import Divergence
+    from workbench.compare.result import Divergence
 
     monkeypatch.setenv("RKNN_WORKBENCH_CACHE", str(tmp_path / "cache"))
     model = tiny_models["conv-relu-sigmoid"].save(tmp_path / "m.onnx")
@@ -160,7 +160,7 @@ def test_board_doctor_json_without_a_board(tmp_path, capsys):
 
 @pytest.mark.toolkit
 def test_diverge_on_the_emulator_saves_emulator_rows(residual_onnx, small_set, tmp_path, capsys):
-    from workbench.compare.divergence import Divergence
+    from workbench.compare.result import Divergence
 
     out = tmp_path / "emulated"
     args = ["diverge", residual_onnx, *_tiny_args(residual_onnx, small_set), "--samples", "1"]

@@ -337,7 +337,7 @@ def test_a_huge_input_is_refused_by_check_too(tmp_path, capsys):
 # ---------------------------------------------------------------- 6, 7: partial board runs
 def _divergence(backends: dict[str, float], meta_extra: dict | None = None):
     """A run of the tiny model: every tensor compared on each backend at the given SQNR."""
-    from workbench.compare.divergence import COLUMNS, Divergence
+    from workbench.compare.result import COLUMNS, Divergence
 
     model = OnnxModel.from_proto(SYNTHETIC["conv-relu-sigmoid"]())
     rows = []

@@ -24,7 +24,7 @@ import pytest
 from workbench.board.doctor import doctor
 from workbench.board.virtual import sshd_path
 from workbench.compare import divergence as dv
-from workbench.compare.divergence import COLUMNS, Divergence
+from workbench.compare.result import COLUMNS, Divergence
 from workbench.errors import ToolkitError, WorkbenchError, WorkbenchWarning, ZooError
 from workbench.preprocess import Preprocess
 from workbench.rknn import _worker

@@ -324,7 +324,6 @@ def _demo_next_step(model, config, calibration, data, adapter, answers, flips) -
 
 
 def _diverge(args: argparse.Namespace) -> int:
-
     from workbench.compare.divergence import compute_divergence
 
     if args.board and args.mode != "mark-all":
@@ -345,15 +344,10 @@ def _diverge(args: argparse.Namespace) -> int:
                 result = board_divergence(model, config, calibration, board, samples, progress=not args.json)
         except BoardError as err:
             result, partial = err.partial, str(err)
-    elif args.mode == "emulate":
-        from workbench.compare.divergence import compare_runner
-        from workbench.emulate.runner import EmulatorRunner
-
-        with EmulatorRunner(model, config, calibration) as emulator:
-            result = compare_runner(model, config, calibration, samples, emulator, progress=not args.json)
     else:
+        backend = "emulator" if args.mode == "emulate" else args.mode  # the CLI says what it does
         result = compute_divergence(
-            model, config, calibration, samples, mode=args.mode, progress=not args.json
+            model, config, calibration, samples, backend=backend, progress=not args.json
         )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run = _save_run(result, args.out or Path("runs") / f"{stamp}-{model.name}-{args.platform}", model)
@@ -1014,7 +1008,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _load_run(folder: str):
     """The saved run, or WorkbenchError naming the folder when it is damaged."""
-    from workbench.compare.divergence import COLUMNS, Divergence
+    from workbench.compare.result import COLUMNS, Divergence
 
     try:
         result = Divergence.load(folder)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import DatasetError, ZooError
-from workbench.preprocess import Preprocess, load_row
+from workbench.model import OnnxModel
+from workbench.preprocess import IMAGE_SUFFIXES, Preprocess, load_row
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,7 +93,6 @@ class CalibrationSet:
     @classmethod
     def from_folder(cls, folder: str | Path, pattern: str = "*") -> CalibrationSet:
         """Every image or .npy file in ``folder`` (sorted by name), one input per sample."""
-        from workbench.preprocess import IMAGE_SUFFIXES
 
         folder = Path(folder)
         if not folder.is_dir():
@@ -309,7 +309,6 @@ def fetch_model(name: str, *, quiet: bool = True) -> Path:
 
 def load_zoo_model(name: str):
     """The zoo model as an OnnxModel with its fixed input shape."""
-    from workbench.model import OnnxModel
 
     entry = zoo_entry(name)
     return OnnxModel.load(fetch_model(name), {entry.input_name: entry.input_shape})

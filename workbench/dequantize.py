@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from workbench.errors import UnsupportedModelError
+from workbench.errors import ModelError, UnsupportedModelError
 
 #: The integer ops quantize_dynamic writes, and the float op each stands for.
 INTEGER_OPS = {"MatMulInteger": "MatMul", "ConvInteger": "Conv"}
@@ -113,7 +113,6 @@ def dequantize_model(proto: onnx.ModelProto) -> DequantizeResult:
 
 def dequantize(path: str | Path, out: str | Path) -> DequantizeResult:
     """Read the model at ``path``, dequantize it (dequantize_model) and write it to ``out``."""
-    from workbench.errors import ModelError
 
     path, out = Path(path), Path(out)
     if not path.is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,3 +45,17 @@ def sshd(tmp_path_factory):
     server = Sshd(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fake_adb_board(tmp_path) -> Board:
+    """An adb-shell board behind the fake adb (tests/board/fake_adb.py): this PC with the
+    toolkit's simulator stands in for the board, as the virtual board does over SSH."""
+    adb = tmp_path / "adb"
+    adb.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).with_name("fake_adb.py")}" "$@"\n')
+    adb.chmod(0o755)
+    (tmp_path / "device").mkdir()
+    return Board(
+        name="fake-adb", transport="adb-shell", platform="rk3588", serial="fake-1", adb=str(adb),
+        python=sys.executable, virtual=True, workdir=str(tmp_path / "device"),
+    )  # fmt: skip

@@ -13,9 +13,10 @@ import pytest
 from tests.board.conftest import free_port, start_sshd
 from workbench.board.ssh import BoardError, SshTransport
 from workbench.compare.board import backend_gap, board_divergence
-from workbench.compare.divergence import Divergence
+from workbench.compare.result import Divergence
 from workbench.datasets import ZOO
 from workbench.rknn.config import BuildConfig
+from workbench.runners.board_shell import ShellBoardRunner
 
 pytestmark = pytest.mark.toolkit
 
@@ -93,9 +94,7 @@ def test_sshd_stopped_mid_run_gives_a_partial_run(
     earlier = tmp_path / "earlier-run"
     Divergence(__import__("pandas").DataFrame(), {"note": "earlier"}).save(earlier)
 
-    import workbench.runners.board_ssh as board_ssh
-
-    original = board_ssh.SshBoardRunner.run_many
+    original = ShellBoardRunner.run_many
 
     def stop_after_first(self, rows, on_sample=None):
         for i, tensors in enumerate(original(self, rows, on_sample)):
@@ -103,7 +102,7 @@ def test_sshd_stopped_mid_run_gives_a_partial_run(
             if i == 0:
                 server.stop()  # the board goes away
 
-    monkeypatch.setattr(board_ssh.SshBoardRunner, "run_many", stop_after_first)
+    monkeypatch.setattr(ShellBoardRunner, "run_many", stop_after_first)
     with pytest.raises(BoardError, match="1 of 2 samples") as err:
         _small(tiny_models, small_set, server.board())
     partial = err.value.partial

@@ -12,7 +12,7 @@ import onnx
 import pandas as pd
 import pytest
 
-from workbench.compare.divergence import COLUMNS, Divergence
+from workbench.compare.result import COLUMNS, Divergence
 from workbench.model import OnnxModel
 from workbench.synthetic import residual_add
 from workbench.viz import model_explorer as me

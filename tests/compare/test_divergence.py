@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.compare.divergence import COLUMNS, Divergence, compute_divergence
+from workbench.compare.divergence import compute_divergence
+from workbench.compare.result import COLUMNS, Divergence
 from workbench.errors import WorkbenchError
 from workbench.preprocess import Preprocess
 from workbench.rknn.config import BuildConfig
@@ -16,7 +17,7 @@ def tiny_run(tiny_models, small_set) -> Divergence:
         config,
         small_set,
         small_set.head(2),
-        mode="snapshot",
+        backend="snapshot",
         cache=False,
         progress=False,
     )

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from workbench.compare.divergence import Divergence, compute_divergence
+from workbench.compare.divergence import compute_divergence
+from workbench.compare.result import Divergence
 from workbench.datasets import ZOO, CalibrationSet
 from workbench.errors import DatasetError
 from workbench.preprocess import Preprocess
@@ -22,7 +23,7 @@ def isolated_cache(tmp_path, monkeypatch):
 def test_modes_agree_on_a_tiny_model(tiny_models, small_set, isolated_cache):
     model, config = tiny_models["residual-add"], BuildConfig(preprocess=PRE)
     fast = compute_divergence(model, config, small_set, small_set.head(2), progress=False)
-    slow = compute_divergence(model, config, small_set, small_set.head(2), mode="snapshot", progress=False)
+    slow = compute_divergence(model, config, small_set, small_set.head(2), backend="snapshot", progress=False)
     a, b = fast.summary().set_index("layer"), slow.summary().set_index("layer")
     common = a.index.intersection(b.index)
     assert len(common) >= 2  # mark-all sees boundaries only; the snapshot also some fused tensors

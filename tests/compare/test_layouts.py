@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from workbench.compare.divergence import layer_rows
+from workbench.compare.rows import layer_rows
 from workbench.model import TensorInfo
 from workbench.rknn.snapshot import ErrorRow
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.compare.divergence import COLUMNS, Divergence, flag_guarded, with_single_layer
+from workbench.compare.result import COLUMNS, Divergence
+from workbench.compare.rows import flag_guarded, with_single_layer
 
 CHAIN = [("l1", 40.0), ("l2", 15.0), ("l3", 14.0), ("l4", 10.0), ("l5", 9.9)]
 

@@ -19,7 +19,7 @@ def runs(small_set, tmp_path_factory):
     model = OnnxModel.from_proto(transformer_neck())
     return {
         mode: compute_divergence(
-            model, CONFIG, small_set, small_set.head(2), mode=mode, cache=False, progress=False
+            model, CONFIG, small_set, small_set.head(2), backend=mode, cache=False, progress=False
         )
         for mode in ("snapshot", "mark-all")
     }

@@ -3,7 +3,7 @@
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from workbench.compare.divergence import constant_tensors, layer_rows
+from workbench.compare.rows import constant_tensors, layer_rows
 from workbench.model import OnnxModel, TensorInfo
 from workbench.rknn.snapshot import parse_error_analysis
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper
 
-from workbench.compare.divergence import Divergence
+from workbench.compare.result import Divergence
 from workbench.datasets import CalibrationSet
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel

@@ -17,7 +17,7 @@ import onnx
 import pandas as pd
 import pytest
 
-from workbench.compare.divergence import COLUMNS, Divergence
+from workbench.compare.result import COLUMNS, Divergence
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
 from workbench.synthetic import cpu_fallback, residual_add

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.compare.divergence import COLUMNS, Divergence
+from workbench.compare.result import COLUMNS, Divergence
 from workbench.model import OnnxModel
 from workbench.synthetic import conv_relu_sigmoid
 from workbench.viz.plots import (

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from workbench.compare.divergence import Divergence, compute_divergence
+from workbench.compare.divergence import compute_divergence
+from workbench.compare.result import Divergence
 from workbench.preprocess import Preprocess
 from workbench.rknn.config import BuildConfig
 from workbench.viz.report import write_report

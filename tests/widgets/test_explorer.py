@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from workbench.compare.divergence import Divergence, compute_divergence
+from workbench.compare.divergence import compute_divergence
+from workbench.compare.result import Divergence
 from workbench.preprocess import Preprocess
 from workbench.rknn.config import BuildConfig
 from workbench.widgets.explorer import MEAN, DivergenceExplorer
@@ -69,7 +70,7 @@ def test_sample_filter_follows_the_clicked_layer(explorer):
 def test_headline_leads_with_the_output_then_the_origins():
     import pandas as pd
 
-    from workbench.compare.divergence import Divergence
+    from workbench.compare.result import Divergence
     from workbench.widgets.explorer import headline
 
     rows = [

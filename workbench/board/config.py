@@ -26,7 +26,10 @@ from pathlib import Path
 from workbench.errors import WorkbenchError, WorkbenchWarning
 from workbench.rknn.config import PLATFORMS
 
-TRANSPORTS = ("adb", "ssh")
+#: "adb": the toolkit's own remote connection (adb + rknn_server on the board); "adb-shell":
+#: files and commands over adb (board_runner.py with rknn-toolkit-lite2 on the board, as over
+#: ssh); "ssh": the same over OpenSSH.
+TRANSPORTS = ("adb", "adb-shell", "ssh")
 
 # Values that reach a command line (adb -s, ssh, the toolkit's init_runtime, which runs the
 # serial in a shell): strict patterns, so no value can be read as an option or shell code.
@@ -41,9 +44,9 @@ class Board:
     """One board: how to reach it and what it is."""
 
     name: str
-    transport: str  #: "adb" (the toolkit's remote connection) or "ssh"
+    transport: str  #: "adb" (the toolkit's remote connection), "adb-shell" or "ssh"
     platform: str  #: target_platform, e.g. rk3588
-    serial: str | None = None  #: adb serial or IP:5555 (adb)
+    serial: str | None = None  #: adb serial or IP:5555 (adb, adb-shell)
     host: str | None = None  #: host name or address (ssh)
     user: str | None = None  #: ssh user (default: ~/.ssh/config or the local user)
     port: int | None = None  #: ssh port (default 22 or ~/.ssh/config)
@@ -51,7 +54,8 @@ class Board:
     known_hosts: str | None = None  #: ssh known_hosts file (default: ~/.ssh/known_hosts)
     python: str = "python3"  #: Python on the board (with numpy and rknn-toolkit-lite2)
     virtual: bool = False  #: a PC standing in for the board: runs the toolkit's simulator
-    workdir: str = "/tmp"  #: where work folders are made on the board (ssh)
+    workdir: str = "/tmp"  #: where work folders are made on the board (ssh, adb-shell)
+    adb: str | None = None  #: the adb binary (adb-shell; default: the one bundled with the toolkit)
 
     def __post_init__(self) -> None:
         _validate(self, f"board {self.name!r}")
@@ -149,6 +153,8 @@ def _validate(board: Board, where: str) -> None:
         raise WorkbenchError(f"{where}: transport must be one of {TRANSPORTS}, not {board.transport!r}.")
     if board.platform not in PLATFORMS:
         raise WorkbenchError(f"{where}: unknown platform {board.platform!r}; valid: {', '.join(PLATFORMS)}.")
+    if board.transport == "adb-shell" and not board.serial:
+        raise WorkbenchError(f'{where}: an adb-shell board needs serial = "...".')
     if board.transport == "ssh" and not board.host:
         raise WorkbenchError(f'{where}: an ssh board needs host = "...".')
     if board.port is not None and not (

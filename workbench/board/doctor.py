@@ -16,6 +16,7 @@ strict pattern first; values sent to the board's shell are quoted with shlex.quo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -36,7 +37,6 @@ MIN_FREE_MB = 500
 
 def toolkit_adb() -> Path:
     """The adb that rknn-toolkit2 itself runs (bundled in its wheel)."""
-    import importlib.util
 
     spec = importlib.util.find_spec("rknn")
     if spec is None or not spec.submodule_search_locations:

@@ -57,7 +57,31 @@ _DIAGNOSES = (
 )
 
 
-class SshTransport:
+class RemoteShell:
+    """What every shell transport shares: work folders made and removed through ``run``.
+    A transport adds ``run``, ``push`` and ``pull``; the board runner knows only these."""
+
+    board: Board
+
+    def run(self, command: str, *, timeout: float | None = None, what: str = "command", **io) -> bytes:
+        raise NotImplementedError
+
+    def make_temp_dir(self) -> str:
+        """A new private folder on the board."""
+        template = shlex.quote(f"{self.board.workdir.rstrip('/')}/rknn-wb-board-XXXXXX")
+        return self.run(f"mktemp -d {template}", what="creating a work folder").decode().strip()
+
+    def remove(self, remote_dir: str) -> None:
+        """Delete a work folder on the board (best effort: the board may be gone)."""
+        if not Path(remote_dir).name.startswith("rknn-wb-board-"):
+            raise BoardError(f"refusing to delete {remote_dir!r}: not a workbench folder")
+        try:
+            self.run(f"rm -rf {shlex.quote(remote_dir)}", timeout=30, what="cleaning up")
+        except BoardError:
+            pass
+
+
+class SshTransport(RemoteShell):
     """Run commands on and move files to/from one board over SSH."""
 
     def __init__(self, board: Board, connect_timeout: float = 10, step_timeout: float = 600):
@@ -134,11 +158,6 @@ class SshTransport:
                 return f"{b.name} ({b.host}): {what} failed: {problem}. Fix: {fix}.\nssh said: {said}"
         return f"{b.name} ({b.host}): {what} failed (exit {code}).\nThe board said: {stderr.strip()[-600:]}"
 
-    def make_temp_dir(self) -> str:
-        """A new private folder on the board."""
-        template = shlex.quote(f"{self.board.workdir.rstrip('/')}/rknn-wb-board-XXXXXX")
-        return self.run(f"mktemp -d {template}", what="creating a work folder").decode().strip()
-
     def push(self, local_dir: Path, remote_dir: str) -> None:
         """Copy the files of ``local_dir`` into ``remote_dir`` (a tar streamed from a
         temporary file: a large model never sits in memory)."""
@@ -159,12 +178,3 @@ class SshTransport:
             data.seek(0)
             with tarfile.open(fileobj=data, mode="r") as tar:
                 tar.extractall(local_dir, filter="data")
-
-    def remove(self, remote_dir: str) -> None:
-        """Delete a work folder on the board (best effort: the board may be gone)."""
-        if not Path(remote_dir).name.startswith("rknn-wb-board-"):
-            raise BoardError(f"refusing to delete {remote_dir!r}: not a workbench folder")
-        try:
-            self.run(f"rm -rf {shlex.quote(remote_dir)}", timeout=30, what="cleaning up")
-        except BoardError:
-            pass

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from workbench.board.config import Board, get_board, load_boards
-from workbench.errors import WorkbenchError
+from workbench.errors import ConfigError, WorkbenchError
 from workbench.lifecycle import die_with_parent, forget, remove_tree, temp_folder, watchdog_pipe
 
 
@@ -134,6 +134,37 @@ class VirtualBoard:
             if self._owns:
                 remove_tree(self.folder)
                 forget(self.folder)
+
+
+def check_rebuildable(config) -> None:
+    """Refuse a hybrid or auto-hybrid model, which the virtual board's plain rebuild cannot
+    stand for (ConfigError), before anything is built."""
+    if config.float_layers or config.auto_hybrid:
+        raise ConfigError(
+            "The virtual board rebuilds the model with a plain build, so it cannot stand in for a "
+            f"{config.variant} model: compare that one on the simulator or a real board."
+        )
+
+
+def rebuild_payload(job: Path, marked, config, calibration) -> dict:
+    """What a virtual board needs besides the .rknn, written into ``job``: the marked ONNX
+    model, the calibration files and the build settings. The simulator cannot run a .rknn
+    loaded from a file, so the board side rebuilds the model (board_runner.py, ``virtual``).
+    Returns the settings to add to the board's job.json.
+
+    Raises:
+        ConfigError: a hybrid or auto-hybrid model, which a plain rebuild cannot stand for.
+    """
+    check_rebuildable(config)
+    marked.save(job / "marked.onnx")
+    lines = []
+    for i, row in enumerate(calibration.rows):
+        names = [f"calib_{i}_{j}{p.suffix}" for j, p in enumerate(row)]
+        for name, path in zip(names, row):
+            shutil.copy(path, job / name)
+        lines.append(" ".join(names))
+    (job / "dataset.txt").write_text("\n".join(lines) + "\n")
+    return {"config": config.toolkit_kwargs(marked.inputs), "do_quantization": config.do_quantization}
 
 
 @contextlib.contextmanager

@@ -8,64 +8,53 @@ from dataclasses import asdict
 import pandas as pd
 
 from workbench.board.config import Board
-from workbench.board.ssh import BoardError
-from workbench.compare.divergence import COLUMNS, Divergence, compute_divergence, layer_rows
-from workbench.errors import ToolkitError
-from workbench.runners.board import backend_label, run_on_board
+from workbench.compare.divergence import compute_divergence
+from workbench.compare.result import Divergence
+from workbench.errors import BoardError
+from workbench.runners.board import open_board
 
 
 def board_divergence(
     model, config, calibration, board: Board, samples=None, *, progress: bool = True, batch: int = 4
 ) -> Divergence:
-    """Per-layer divergence of the simulator and of ``board`` (SSH or adb) against float.
+    """Per-layer divergence of the simulator and of ``board`` (any transport) against float.
 
     Raises:
         BoardError: the board failed; ``err.partial`` holds the Divergence of the samples
             done so far, with ``meta["partial"]`` saying what is missing (never complete).
     """
-    from tqdm.auto import tqdm
-
-    from workbench.runners.float import FloatRunner
-
     samples = samples if samples is not None else calibration.head(4)
     simulator = compute_divergence(model, config, calibration, samples, progress=progress)
-    reference = FloatRunner(model, config.preprocess)
-    backend = backend_label(board)
-    rows: list[dict] = []
-    done, error = 0, None
-    bar = tqdm(total=len(samples), desc=f"per-layer divergence ({backend})", disable=not progress)
+    board_run, error = None, None
     try:
-        runs = run_on_board(model, config, calibration, board, samples.rows, batch=batch)
-        for i, tensors in enumerate(runs):
-            rows += layer_rows(
-                model.tensors, reference.run(samples.rows[i]), tensors, sample=i, backend=backend
+        with open_board(model, config, calibration, board=board, batch=batch) as runner:
+            board_run = compute_divergence(
+                model, config, calibration, samples, backend=runner, cache=False, progress=progress
             )
-            done = i + 1
-            bar.update()
-    except (BoardError, ToolkitError) as err:
-        error = str(err)
-    finally:
-        bar.close()
+    except BoardError as err:
+        board_run, error = err.partial, err
     # No board rows (it failed before its first sample): concatenating an empty frame would
     # turn every column to object dtype, and the summaries would fail with a TypeError.
-    board_rows = [pd.DataFrame(rows, columns=list(COLUMNS))] if rows else []
-    table = pd.concat([simulator.table, *board_rows], ignore_index=True)
+    board_tables = [board_run.table] if board_run is not None and len(board_run.table) else []
     meta = {
         **simulator.meta,
-        "backends": ["simulator", backend],
+        "backends": ["simulator", f"board:{board.name}"],
         # name, platform and transport only: no key paths or user names in saved results
         "board": {
             k: v for k, v in asdict(board).items() if k in ("name", "platform", "transport", "virtual")
         },
     }
-    result = Divergence(table, meta)
+    result = Divergence(pd.concat([simulator.table, *board_tables], ignore_index=True), meta)
     if error is not None:
-        meta["partial"] = {"backend": backend, "samples_done": done, "samples": len(samples), "error": error}
+        done = board_run.meta["partial"]["samples_done"] if board_run is not None else 0
+        original = error.__cause__ or error  # compute_divergence wraps the board's own error
+        meta["partial"] = {"backend": meta["backends"][1], "samples_done": done, "samples": len(samples)}
+        meta["partial"]["error"] = str(original)
         raise BoardError(
-            f"{error}\nPartial result: {done} of {len(samples)} samples ran on {board.name}; "
+            f"{original}\nPartial result: {done} of {len(samples)} samples ran on {board.name}; "
             "it is in err.partial, marked partial.",
             partial=result,
-        )
+        ) from error
     return result
 
 

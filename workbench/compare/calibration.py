@@ -13,8 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+from tqdm.auto import tqdm
 
 from workbench.rknn.names import base_name
+from workbench.rknn.session import ToolkitSession
+from workbench.runners.float import FloatRunner
 
 #: Fewer int8 levels than this across the bulk (0.1-99.9 %) of a tensor's values is "crushed".
 CRUSHED_LEVELS = 16
@@ -35,9 +39,6 @@ def activation_stats(
 
     Memory stays at one sample's tensors plus ``bins`` counts per tensor.
     """
-    from tqdm.auto import tqdm
-
-    from workbench.runners.float import FloatRunner
 
     runner = FloatRunner(model, preprocess)
     lo: dict[str, float] = {}
@@ -89,9 +90,6 @@ def _percentile(edges: np.ndarray, counts: np.ndarray, q: float) -> float:
 def toolkit_quant_params(model, config, calibration, workdir: str | Path | None = None) -> pd.DataFrame:
     """The quantization parameters the toolkit chooses for ``config`` (its
     ``hybrid_quantization_step1`` .quantization.cfg), one row per quantized tensor."""
-    import yaml
-
-    from workbench.rknn.session import ToolkitSession
 
     with ToolkitSession(workdir) as session:
         result, _ = session.call(

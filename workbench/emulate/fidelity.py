@@ -11,7 +11,7 @@ emulator's own) and through the emulator. Per layer boundary:
   input tensors, its output compared with the simulator's. A layer whose rule is wrong
   shows here alone, whatever came before it.
 
-Mark-all (``compute_divergence(mode="mark-all")``) is no reference for this: marking a
+Mark-all (``compute_divergence(backend="mark-all")``) is no reference for this: marking a
 tensor as an output removes the clipping of its range (yolov8n's class logits: ~40 dB
 there against 7.7-12.4 dB in the deployed model).
 """
@@ -28,7 +28,11 @@ import onnx
 import pandas as pd
 
 from workbench.compare.metrics import tensor_metrics
+from workbench.datasets import CalibrationSet
 from workbench.emulate.quantize import check_rules
+from workbench.emulate.runner import EmulatorRunner, _session
+from workbench.preprocess import load_row
+from workbench.runners.simulator import SimulatorRunner
 
 #: A layer agrees when its SQNR (vs float) is within this many dB of the simulator's.
 WITHIN_DB = 1.0
@@ -83,9 +87,6 @@ def fidelity(model, config, calibration, sample, *, emulator=None, rules=None) -
     Raises:
         ToolkitError: the toolkit failed.
     """
-    from workbench.datasets import CalibrationSet
-    from workbench.emulate.runner import EmulatorRunner
-    from workbench.runners.simulator import SimulatorRunner
 
     rows = sample.rows if isinstance(sample, CalibrationSet) else [sample]
     emulator = emulator or EmulatorRunner(model, config, calibration, rules=rules)
@@ -129,7 +130,6 @@ def layer_table(
 ) -> pd.DataFrame:
     """Per boundary of one sample: the emulator's and the simulator's SQNR against the
     golden tensor, their difference, and the single-layer agreement (teacher forcing)."""
-    from workbench.preprocess import load_row
 
     feeds = load_row(sample, emulator.model.inputs, emulator.config.preprocess)
     ours = emulator.run_arrays(feeds)
@@ -202,7 +202,6 @@ def single_layer(emulator, feeds: Mapping[str, np.ndarray], simulated: Mapping[s
         value = np.asarray(simulated[b], np.float32)
         graph.input.append(onnx.helper.make_tensor_value_info(forced[b], onnx.TensorProto.FLOAT, None))
         shapes[b] = value
-    from workbench.emulate.runner import _session
 
     fetch = [*boundaries, *(t for t in emulator.emulation.float16 if t not in forced)]
     try:

@@ -12,6 +12,7 @@ weights make it the toolkit's int8 model (rules in workbench.emulate.quantize).
 
 from __future__ import annotations
 
+import argparse
 import pickle
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -66,8 +67,6 @@ class _ToolkitData(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) == ("argparse", "Namespace"):
-            import argparse
-
             return argparse.Namespace
         raise pickle.UnpicklingError(f"unexpected {module}.{name} in the toolkit's .data file")
 

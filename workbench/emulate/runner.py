@@ -14,17 +14,23 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+import onnx
 
-from workbench.datasets import CalibrationSet
+from workbench.compare.divergence import run_key
+from workbench.datasets import CalibrationSet, cache_dir
 from workbench.emulate.model import Emulation, EmulatorError, Step1, emulation_graph
 from workbench.emulate.quantize import Rules, rules_for
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
+from workbench.rknn.build import hybrid_step1
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.names import align
+from workbench.rknn.session import ToolkitSession
+from workbench.runners.base import BaseRunner
 
 
 def run_step1(
@@ -45,8 +51,6 @@ def run_step1(
     Raises:
         ToolkitError: the toolkit failed (its own lines quoted).
     """
-    from workbench.rknn.build import hybrid_step1
-    from workbench.rknn.session import ToolkitSession
 
     config.check_model(model)
     kept = _step1_folder(model, config, calibration)
@@ -61,8 +65,6 @@ def run_step1(
 
 
 def _step1_folder(model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> Path:
-    from workbench.compare.divergence import run_key
-    from workbench.datasets import cache_dir
 
     plain = dataclasses.replace(config, float_layers=(), auto_hybrid=False)
     return cache_dir() / "step1" / run_key(model, plain, calibration, calibration, "step1")
@@ -84,7 +86,6 @@ def _keep(files: Mapping[str, str], folder: Path, names: Mapping[str, str]) -> N
 
 def toolkit_version() -> str:
     """The installed rknn-toolkit2 version (from its metadata: the toolkit is not imported)."""
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("rknn-toolkit2")
@@ -92,7 +93,7 @@ def toolkit_version() -> str:
         return "unknown"
 
 
-class EmulatorRunner:
+class EmulatorRunner(BaseRunner):
     """The toolkit's int8 model in onnxruntime, per-layer tensors by ONNX name.
 
     Args:
@@ -211,11 +212,10 @@ class EmulatorRunner:
     def close(self) -> None:
         self._session = None
 
-    def __enter__(self) -> EmulatorRunner:
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+def open_emulator(model, config, calibration, *, workdir=None, timeout=1800, **_) -> EmulatorRunner:
+    """The registry's "emulator" backend."""
+    return EmulatorRunner(model, config, calibration, workdir=workdir, timeout=timeout)
 
 
 def _onnx_names(boundaries: list[str], known: Mapping) -> dict[str, str]:
@@ -230,7 +230,6 @@ def _onnx_names(boundaries: list[str], known: Mapping) -> dict[str, str]:
 
 def _session(proto, fetch: Sequence[str]):
     """An onnxruntime session of ``proto`` with the tensors ``fetch`` as graph outputs."""
-    import onnx
     import onnxruntime as ort
 
     outputs = proto.graph.output

@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pandas as pd
 
-from workbench.compare.divergence import Divergence, compute_divergence
+from workbench.compare.divergence import compute_divergence
+from workbench.compare.result import Divergence
 from workbench.rknn.config import BuildConfig
 
 
@@ -39,7 +40,7 @@ def compare_variants(
 ) -> dict[str, Divergence]:
     """One divergence run (float vs simulator, cached like any run) per labelled config."""
     return {
-        label: compute_divergence(model, config, calibration, samples, mode=mode, progress=progress)
+        label: compute_divergence(model, config, calibration, samples, backend=mode, progress=progress)
         for label, config in configs.items()
     }
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from workbench.datasets import CalibrationSet
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
@@ -41,16 +43,46 @@ def build(
 
 
 def hybrid_step1(
-    session: ToolkitSession, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet
+    session: ToolkitSession,
+    model: OnnxModel,
+    config: BuildConfig,
+    calibration: CalibrationSet,
+    *,
+    name: str = "model",
 ) -> dict[str, str]:
     """The toolkit's ``hybrid_quantization_step1`` in ``session``: returns the paths of the
     ``<name>.model``, ``.data`` and ``.quantization.cfg`` it writes (keys model, data, cfg),
     the base of hybrid step 2 and of the emulator."""
     dataset = calibration.write_list(session.workdir / "dataset.txt")
-    files, _ = session.call(
-        "hybrid_step1",
-        model_path=str(model.save(session.workdir / "model.onnx")),
-        config=config.toolkit_kwargs(model.inputs),
-        dataset=str(dataset),
-    )
+    path = model.save(session.workdir / f"{name}.onnx")
+    try:
+        files, _ = session.call(
+            "hybrid_step1",
+            model_path=str(path),
+            config=config.toolkit_kwargs(model.inputs),
+            dataset=str(dataset),
+        )
+    finally:
+        path.unlink(missing_ok=True)  # loaded: the toolkit holds its own copy
     return files
+
+
+def build_with_cfg(
+    session: ToolkitSession,
+    model: OnnxModel,
+    config: BuildConfig,
+    calibration: CalibrationSet,
+    *,
+    verbose: bool = False,
+    name: str = "model",
+) -> tuple[dict | None, str]:
+    """Build ``model`` as the session's model through the toolkit's hybrid step 1 and step 2
+    (same model and layer table as :func:`build`), returning step 1's quantization
+    parameters (``quantize_parameters`` of its cfg) and the log. Float and auto-hybrid
+    builds have no step 1: they go through :func:`build` and return None."""
+    if not config.do_quantization or config.auto_hybrid:
+        return None, build(session, model, config, calibration, verbose=verbose, name=name)
+    files = hybrid_step1(session, model, config, calibration, name=name)
+    _, log = session.call("hybrid_step2", **files, float_layers=list(config.float_layers), verbose=verbose)
+    with open(files["cfg"]) as f:
+        return yaml.safe_load(f).get("quantize_parameters") or {}, log

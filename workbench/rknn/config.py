@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workbench.errors import ConfigError
-from workbench.preprocess import Preprocess
+from workbench.preprocess import Preprocess, channel_axis
 
 #: target_platform values rknn-toolkit2 2.5.0 accepts.
 PLATFORMS = (
@@ -114,7 +114,6 @@ class BuildConfig:
 
     def check_model(self, model) -> None:
         """Raise ConfigError if the preprocessing does not fit ``model``'s inputs."""
-        from workbench.preprocess import channel_axis
 
         unknown = sorted(set(self.preprocess) - set(model.inputs))
         if unknown:
@@ -191,7 +190,6 @@ class BuildConfig:
 
 
 def _channels(shape: Sequence[int]) -> int:
-    from workbench.preprocess import channel_axis
 
     if len(shape) == 4:
         return int(shape[channel_axis(shape)])

@@ -19,9 +19,11 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from workbench.datasets import cache_dir
 from workbench.errors import ToolkitError
 from workbench.lifecycle import die_with_parent, forget, remove_tree, temp_folder, watchdog_pipe
 
@@ -225,9 +227,6 @@ class ToolkitSession:
         copied to the cache's logs/ folder first."""
         if not self._owns_workdir:
             return self.log_path
-        from datetime import datetime
-
-        from workbench.datasets import cache_dir
 
         # The worker's own pid: parallel sessions (sweeps) never share a log name.
         kept = cache_dir() / "logs" / f"toolkit-{datetime.now():%Y%m%d-%H%M%S}-{self._proc.pid}.log"

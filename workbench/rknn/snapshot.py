@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,3 +164,16 @@ def _read_tensors(folder: Path, names: dict[str, str]) -> dict[str, np.ndarray]:
         elif txt.is_file():  # older toolkits: flattened NCHW text, no shape
             out[layer] = np.loadtxt(txt, dtype=np.float32, ndmin=1)
     return out
+
+
+def analyse(session, row: Sequence[Path], **target) -> Snapshot:
+    """``accuracy_analysis()`` of one sample on the session's model (``target=``,
+    ``device_id=``: on a board): the dump folder is read, then deleted, so disk use stays at
+    one sample."""
+    out = session.workdir / "snapshot"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        session.call("accuracy_analysis", inputs=[str(p) for p in row], output_dir=str(out), **target)
+        return read_snapshot(out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)

@@ -9,9 +9,10 @@ from workbench.datasets import CalibrationSet
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession
+from workbench.runners.base import BaseRunner
 
 
-class ToolkitRunner:
+class ToolkitRunner(BaseRunner):
     """Base of the simulator and board runners: subclasses implement ``_build``."""
 
     backend = "simulator"
@@ -37,16 +38,5 @@ class ToolkitRunner:
     def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
         raise NotImplementedError
 
-    def outputs(self, row) -> dict:
-        """The model's graph outputs of one sample (the answers' input)."""
-        tensors = self.run(row)
-        return {name: tensors[name] for name in self.model.outputs}
-
     def close(self) -> None:
         self.session.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -10,7 +10,6 @@ run on a PC alone (see README, "What runs where"); the board doctor finds what i
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from workbench.model import OnnxModel
 from workbench.rknn.build import build
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession, clean_log
-from workbench.rknn.snapshot import Snapshot, read_snapshot
+from workbench.rknn.snapshot import Snapshot, analyse
 from workbench.runners._toolkit import ToolkitRunner
 from workbench.runners.markall import build_marked, infer_row, match_outputs
 
@@ -42,11 +41,12 @@ class AdbBoardRunner(ToolkitRunner):
         mode: str = "mark-all",
         timeout: float | None = 1800,
         outputs_only: bool = False,
+        name: str | None = None,
     ):
         # init_runtime hands device_id to a shell: only a plain serial may reach it.
         self.device_id = check_serial(device_id, "device_id")
         self.mode, self.outputs_only = mode, outputs_only
-        self.backend = f"board:{device_id}"
+        self.backend = f"board:{name or device_id}"  #: the boards.toml name when opened by name
         super().__init__(model, config, calibration, timeout=timeout)
 
     def _build(self, model: OnnxModel, config: BuildConfig, calibration: CalibrationSet) -> None:
@@ -60,19 +60,7 @@ class AdbBoardRunner(ToolkitRunner):
 
     def analyse(self, row: Sequence[Path]) -> Snapshot:
         """Simulator and board tensors plus the toolkit's error table (with runtime columns)."""
-        out = self.session.workdir / "snapshot"
-        shutil.rmtree(out, ignore_errors=True)
-        try:
-            self.session.call(
-                "accuracy_analysis",
-                inputs=[str(p) for p in row],
-                output_dir=str(out),
-                target=self.config.target_platform,
-                device_id=self.device_id,
-            )
-            return read_snapshot(out)
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
+        return analyse(self.session, row, target=self.config.target_platform, device_id=self.device_id)
 
     def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
         if self.mode == "snapshot":

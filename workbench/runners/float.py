@@ -16,9 +16,10 @@ import onnx
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
 from workbench.preprocess import Preprocess, load_row
+from workbench.runners.base import BaseRunner
 
 
-class FloatRunner:
+class FloatRunner(BaseRunner):
     """Run an OnnxModel on onnxruntime and capture the tensors named in ``keep``.
 
     Args:
@@ -86,11 +87,10 @@ class FloatRunner:
         self.session = None
         self._outputs_session = None
 
-    def __enter__(self) -> FloatRunner:
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+def open_float(model, config, calibration=None, **_) -> FloatRunner:
+    """The registry's "float" backend: onnxruntime with the config's preprocessing."""
+    return FloatRunner(model, config.preprocess)
 
 
 def _with_outputs(model: OnnxModel, names: list[str], known) -> onnx.ModelProto:

@@ -18,26 +18,27 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from workbench.datasets import CalibrationSet
 from workbench.errors import ToolkitError
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
-from workbench.rknn.build import build
+from workbench.rknn.build import build, build_with_cfg
 from workbench.rknn.buildlog import parse_feature_tensors
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.names import base_name
 from workbench.rknn.session import ToolkitSession, clean_log
-from workbench.rknn.snapshot import Snapshot, read_snapshot
+from workbench.rknn.snapshot import Snapshot, analyse
 from workbench.runners._toolkit import ToolkitRunner
+from workbench.runners.base import Measurement
 from workbench.runners.float import _with_outputs
+from workbench.runners.simulator import open_snapshot, snapshot_measurement
 
 
 class MarkAllRunner(ToolkitRunner):
@@ -74,8 +75,10 @@ class MarkAllRunner(ToolkitRunner):
                 self.session, model, config, calibration, outputs_only=True
             )
             return
-        row = self.check_row if self.check_row is not None else calibration.rows[0]
-        built = build_checked(self.session, model, config, calibration, row, single_layer=self.single_layer)
+        self.check_row = self.check_row if self.check_row is not None else calibration.rows[0]
+        built = build_checked(
+            self.session, model, config, calibration, self.check_row, single_layer=self.single_layer
+        )
         self.output_names, self.boundaries, self.build_log = built.output_names, built.boundaries, built.log
         self.guard, self.snapshot = built.guard, built.snapshot
 
@@ -84,6 +87,49 @@ class MarkAllRunner(ToolkitRunner):
         outputs first)."""
         arrays = infer_row(self.session, self.model, self.config, row)
         return match_outputs(self.output_names, arrays, self.build_log, self.model)
+
+    def measure(self, row: Sequence[Path]) -> Measurement:
+        """The boundary tensors; on the guard's sample also the plain build's snapshot."""
+        single = self.snapshot if self.snapshot is not None and list(row) == list(self.check_row) else None
+        return Measurement(self.run(row), single=single and snapshot_measurement(single))
+
+    @property
+    def meta(self) -> dict:
+        if self.guard is None:
+            return {}
+        return {"guard": self.guard.to_dict(), "single_layer": self.single_layer}
+
+
+def open_mark_all(
+    model: OnnxModel,
+    config: BuildConfig,
+    calibration: CalibrationSet,
+    *,
+    check_row: Sequence[Path] | None = None,
+    single_layer: bool = False,
+    outputs_only: bool = False,
+    workdir: str | Path | None = None,
+    timeout: float | None = None,
+    **_,
+) -> ToolkitRunner:
+    """The registry's "mark-all" backend. When the guard finds that marking changed the
+    model's outputs, it warns and measures in snapshot mode instead (its ``meta`` says so)."""
+    runner = MarkAllRunner(
+        model, config, calibration, workdir=workdir, timeout=timeout, check_row=check_row,
+        single_layer=single_layer, outputs_only=outputs_only,
+    )  # fmt: skip
+    guard = runner.guard
+    if guard is None or guard.same_outputs:
+        return runner
+    runner.close()
+    warnings.warn(
+        "Marking the layer boundaries changed the model's outputs (cosine "
+        f"{guard.outputs_cosine:.6f} to the plain build's on {runner.check_row[0]}): "
+        "measuring in snapshot mode instead.",
+        stacklevel=3,
+    )
+    meta = {"guard": {**guard.to_dict(), "fallback": "snapshot"}}
+    return open_snapshot(model, config, calibration, workdir=workdir, timeout=timeout, meta=meta)
 
 
 def infer_row(session: ToolkitSession, model: OnnxModel, config: BuildConfig, row: Sequence[Path]) -> list:
@@ -206,18 +252,17 @@ def build_checked(
     With ``single_layer`` the plain build also runs ``accuracy_analysis()`` on ``row``.
     The session stays on the marked model.
     """
-    dataset = calibration.write_list(session.workdir / "dataset.txt")
-    args = config.build_args(model.inputs, dataset)
-    plain_cfg, log = _build_with_cfg(session, model, "model", args, verbose=True)
+    plain_cfg, log = build_with_cfg(session, model, config, calibration, verbose=True)
     plain = infer_row(session, model, config, row)
-    snapshot = _analyse(session, row) if single_layer else None
+    snapshot = analyse(session, row) if single_layer else None
     boundaries = boundary_tensors(model, parse_feature_tensors(log))
     guard = MarkGuard(checked=plain_cfg is not None)
     marked = [b for b in boundaries if b not in model.outputs]
     for rounds in range(1, _GUARD_ROUNDS + 1):
         guard.rounds = rounds
         output_names = [*model.outputs, *marked]
-        cfg, marked_log = _build_with_cfg(session, marked_model(model, output_names), "marked", args)
+        marked = marked_model(model, output_names)
+        cfg, marked_log = build_with_cfg(session, marked, config, calibration, name="marked")
         diff = changed_ranges(plain_cfg, cfg) if plain_cfg is not None and cfg is not None else {}
         at = {name: base_name(name, set(marked)) for name in diff}
         guard.changed = {b: diff[name] for name, b in at.items() if b is not None}
@@ -240,35 +285,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     if norms == 0:
         return 1.0 if not a.any() and not b.any() else 0.0
     return float(a @ b) / norms
-
-
-def _build_with_cfg(
-    session: ToolkitSession, model: OnnxModel, stem: str, args: dict, verbose: bool = False
-) -> tuple[dict | None, str]:
-    """Build ``model`` as the session's model; returns its step-1 quantization parameters
-    (None for float and auto-hybrid builds, built with plain ``build()``) and the log."""
-    path = model.save(session.workdir / f"{stem}.onnx")
-    try:
-        if args["dataset"] is None or args["auto_hybrid"]:
-            _, log = session.call("build", model_path=str(path), verbose=verbose, **args)
-            return None, log
-        files, _ = session.call(
-            "hybrid_step1", model_path=str(path), config=args["config"], dataset=args["dataset"]
-        )
-    finally:
-        path.unlink()  # loaded: the toolkit holds its own copy
-    _, log = session.call("hybrid_step2", **files, float_layers=args["float_layers"], verbose=verbose)
-    with open(files["cfg"]) as f:
-        return yaml.safe_load(f).get("quantize_parameters") or {}, log
-
-
-def _analyse(session: ToolkitSession, row: Sequence[Path]) -> Snapshot:
-    out = session.workdir / "snapshot"
-    session.call("accuracy_analysis", inputs=[str(p) for p in row], output_dir=str(out))
-    try:
-        return read_snapshot(out)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
 
 
 def changed_ranges(plain: dict, marked: dict, steps: float = 0.5) -> dict[str, str]:
@@ -323,7 +339,7 @@ def match_outputs(names: list[str], arrays: list[np.ndarray], build_log: str, mo
     if len(arrays) != len(names):
         raise ToolkitError(
             f"rknn.inference() returned {len(arrays)} outputs for {len(names)} marked tensors and "
-            "the build log does not say which were dropped; use mode='snapshot' for this model."
+            "the build log does not say which were dropped; use backend='snapshot' for this model."
         )
     shapes = {t.name: t.shape for t in model.tensors}
     # Marked outputs come back in the ONNX layout (measured on 2.5.0: a (1,32,24) tensor that

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from workbench.errors import WorkbenchError
+
 #: Platforms that share an NPU share a probe: the first of each family is the one built.
 PLATFORM_FAMILIES: dict[str, tuple[str, ...]] = {
     "rk3588": ("rk3588",),
@@ -32,7 +34,6 @@ def family_of(platform: str) -> str:
     for family, members in PLATFORM_FAMILIES.items():
         if platform in members:
             return family
-    from workbench.errors import WorkbenchError
 
     valid = ", ".join(p for members in PLATFORM_FAMILIES.values() for p in members)
     raise WorkbenchError(f"Unknown target platform {platform!r}. Valid platforms: {valid}.")

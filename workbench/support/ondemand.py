@@ -15,16 +15,23 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from workbench.datasets import cache_dir
 from workbench.dequantize import constant_values
 from workbench.errors import ToolkitError, WorkbenchError
 from workbench.model import OnnxModel
+from workbench.rknn.buildlog import parse_layer_table
+from workbench.rknn.session import ToolkitSession
+from workbench.support.compile import _random_dataset, map_layers, placements
+from workbench.support.matrix import family_of
 from workbench.support.patterns import RANDOM_OPS
+from workbench.support.probe import _first_error
 
 #: Version of how probe models are built (probe_model): part of the cache key, so a change
 #: to the builder never reuses results of the old one.
@@ -42,7 +49,6 @@ class NodeProbe:
 
 def toolkit_version() -> str | None:
     """The installed rknn-toolkit2's version, or None when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("rknn-toolkit2")
@@ -51,7 +57,6 @@ def toolkit_version() -> str | None:
 
 
 def cache_folder() -> Path:
-    from workbench.datasets import cache_dir
 
     return cache_dir() / "support-probes"
 
@@ -178,7 +183,6 @@ class OnDemandProber:
     worker for all the misses. Use as a context manager (closes the worker)."""
 
     def __init__(self, model: OnnxModel, platform: str, *, folder: Path | None = None):
-        from workbench.support.matrix import family_of
 
         self.model = model
         self.family = family_of(platform)
@@ -222,10 +226,6 @@ class OnDemandProber:
         return result
 
     def _build(self, nodes) -> NodeProbe | None:
-        from workbench.rknn.buildlog import parse_layer_table
-        from workbench.rknn.session import ToolkitSession
-        from workbench.support.compile import _random_dataset, map_layers, placements
-        from workbench.support.probe import _first_error
 
         try:
             probe = OnnxModel.from_proto(probe_model(self.model, nodes, self.constants))

@@ -14,9 +14,11 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from workbench.errors import ToolkitError, WorkbenchError, WorkbenchWarning
 from workbench.model import OnnxModel
@@ -63,7 +65,6 @@ def probe(
     Warns:
         WorkbenchWarning: some cases got no answer; the partial file is kept for a rerun.
     """
-    from tqdm.auto import tqdm
 
     out = _checked_out(out)
     partial = out.with_suffix(".partial.jsonl")
@@ -233,7 +234,6 @@ def _read_partial(path: Path) -> dict[tuple[str, str, str], dict]:
 
 
 def _assemble(rows) -> dict:
-    from importlib.metadata import version
 
     ops: dict = {}
     for row in rows:

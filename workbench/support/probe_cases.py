@@ -27,6 +27,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from workbench.errors import WorkbenchError
+
 PROBE_INPUT_SHAPE = (1, 8, 16, 16)
 #: Default-domain opset of the probes; an op that first appears later gets its first opset.
 DEFAULT_OPSET = 13
@@ -73,8 +75,6 @@ def probe_cases(ops: Iterable[str] | None = None) -> list[ProbeCase]:
     if wanted is not None:
         unknown = wanted - {case.op for case in _REGISTRY} - set(UNPROBED)
         if unknown:
-            from workbench.errors import WorkbenchError
-
             raise WorkbenchError(
                 f"No probe for {sorted(unknown)}: probes exist for the {len(PUBLISHED_OPS)} operators "
                 "of the toolkit's published list (ONNX op type names, e.g. Conv, Resize)."

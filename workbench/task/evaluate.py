@@ -18,14 +18,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from workbench.board.ssh import BoardError
 from workbench.compare.divergence import run_key
 from workbench.datasets import CalibrationSet, cache_dir
-from workbench.errors import WorkbenchError
+from workbench.errors import ToolkitError, WorkbenchError
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
+from workbench.runners import open_backend
+from workbench.runners.board import backend_label, run_on_board
+from workbench.runners.float import FloatRunner
+from workbench.runners.markall import MarkAllRunner
 from workbench.storage import folder_lock, recover, staged_files
-from workbench.task.adapters import CallableAdapter, TaskAdapter, get_adapter
+from workbench.task.adapters import ADAPTERS, CallableAdapter, TaskAdapter, get_adapter
 from workbench.task.labels import LabelledSet, check_matches, load_labelled
 
 FLOAT = "float"
@@ -120,7 +126,6 @@ class TaskResult:
         """The adapter's explanation of what went wrong in a backend's raw outputs (e.g. a
         detector's scores collapsed to two levels), from the diagnostics kept per sample
         (their maximum over the samples)."""
-        from workbench.task.adapters import ADAPTERS
 
         diagnostics = list(self.meta.get("diagnostics", []))
         explain = getattr(ADAPTERS.get(self.task), "explain", None)  # adapters that can say why
@@ -230,9 +235,6 @@ def evaluate(
         WorkbenchError (ConfigError, DatasetError) before any build; ToolkitError if the
         toolkit fails; WorkbenchError if the adapter fails on every float sample.
     """
-    from tqdm.auto import tqdm
-
-    from workbench.runners.float import FloatRunner
 
     if mode not in ANSWER_BACKENDS:
         raise WorkbenchError(f"Unknown mode {mode!r} for answers: use one of {', '.join(ANSWER_BACKENDS)}.")
@@ -267,7 +269,7 @@ def evaluate(
     rows = list(floats)
     partial = None
     if quantized:
-        with ANSWER_BACKENDS[mode](model, config, calibration) as runner:
+        with open_backend(ANSWER_BACKENDS[mode], model, config, calibration, outputs_only=True) as runner:
             for i, row in enumerate(tqdm(rows_in, desc=f"answers ({runner.backend})", disable=not progress)):
                 rows.append(judge.row(i, row, runner.backend, lambda r=row: runner.outputs(r)))
         if board is not None:
@@ -296,21 +298,9 @@ def evaluate(
     return result
 
 
-def _simulator(model, config, calibration):
-    from workbench.runners.markall import MarkAllRunner
-
-    return MarkAllRunner(model, config, calibration, outputs_only=True)
-
-
-def _emulator(model, config, calibration):
-    from workbench.emulate.runner import EmulatorRunner
-
-    return EmulatorRunner(model, config, calibration)
-
-
-#: the quantized backends answers can come from: name -> runner factory (model, config,
-#: calibration); each runner has ``backend`` (its rows' label) and ``outputs(row)``.
-ANSWER_BACKENDS = {"simulator": _simulator, "emulator": _emulator}
+#: the quantized backends answers can come from: mode -> backend in ``runners.BACKENDS``,
+#: opened with ``outputs_only`` (the model as deployed: one unmarked build).
+ANSWER_BACKENDS = {"simulator": "mark-all", "emulator": "emulator"}
 
 
 def collect_outputs(
@@ -318,8 +308,6 @@ def collect_outputs(
 ) -> dict[str, list[dict[str, np.ndarray]]]:
     """The raw graph outputs of float and of the simulator on each sample, for looking at
     what an adapter sees (e.g. a detector's score distribution): {backend: [outputs, ...]}."""
-    from workbench.runners.float import FloatRunner
-    from workbench.runners.markall import MarkAllRunner
 
     reference = FloatRunner(model, config.preprocess, keep=list(model.outputs))
     out = {FLOAT: [_outputs(reference.run(row), model) for row in samples.rows]}
@@ -394,11 +382,6 @@ class _Judge:
 
 def _board_answers(judge: _Judge, model, config, calibration, board, rows_in, progress: bool):
     """Rows of the board backend; a board failure keeps the samples done (partial)."""
-    from tqdm.auto import tqdm
-
-    from workbench.board.ssh import BoardError
-    from workbench.errors import ToolkitError
-    from workbench.runners.board import backend_label, run_on_board
 
     backend, rows, done = backend_label(board), [], 0
     bar = tqdm(total=len(rows_in), desc=f"answers ({backend})", disable=not progress)

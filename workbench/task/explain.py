@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.compare.divergence import Divergence, compute_divergence
+from workbench.compare.divergence import compute_divergence
+from workbench.compare.result import Divergence
 from workbench.datasets import CalibrationSet
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel

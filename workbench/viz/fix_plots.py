@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.compare.divergence import Divergence
+from workbench.compare.result import Divergence
 from workbench.fix.search import pareto_front
 from workbench.viz.plots import METRIC_LABELS, runs_figure
 

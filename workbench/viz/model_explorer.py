@@ -17,6 +17,8 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -25,12 +27,16 @@ import threading
 import time
 import urllib.request
 from collections.abc import Sequence
+from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import quote
+
+import onnx
 
 from workbench.compare.metrics import SQNR_OK_DB
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
+from workbench.support.static import static_check
 
 #: The ONNX adapter: the module Model Explorer loads (``--extensions``) and its adapter id.
 EXTENSION = "model_explorer_onnx"
@@ -152,7 +158,6 @@ def standalone_command(model: str | Path | OnnxModel, node_data_paths: Sequence[
     ``model`` is the .onnx file, or the OnnxModel (its file, or the prepared ``model.onnx``
     that :func:`write_node_data` put beside the node data).
     """
-    import shlex
 
     path = _served_file(model, node_data_paths)
     paths = ",".join(str(Path(p).resolve()) for p in _shown_first(node_data_paths))
@@ -180,7 +185,6 @@ def model_file(model: OnnxModel) -> Path | None:
     (every node named, the same names); None when the prepared model must be saved."""
     if model.path is None or not Path(model.path).is_file():
         return None
-    import onnx
 
     names = [n.name for n in onnx.load(str(model.path), load_external_data=False).graph.node]
     same = all(names) and sorted(names) == sorted(n.name for n in model.proto.graph.node)
@@ -210,7 +214,6 @@ def _platform(result) -> str:
 
 
 def _support(model: OnnxModel, result) -> dict[str, str]:
-    from workbench.support.static import static_check
 
     report = static_check(model, _platform(result))
     return dict(zip(report.nodes.node, report.nodes.status))
@@ -404,7 +407,6 @@ def explorer_view(
 
 
 def _in_jupyter() -> bool:
-    from importlib.util import find_spec
 
     shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
     return bool(shell) and hasattr(shell, "kernel") and find_spec("jupyter_server_proxy") is not None
@@ -438,7 +440,6 @@ _RELATIVE = [
 def _web_asset(rel_path: str):
     """Model Explorer's static files, with root paths made relative and the Google Fonts
     block dropped (the same fonts ship in static_files/): the page makes no Internet calls."""
-    import re
 
     import flask
     from model_explorer import server

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import plotly.graph_objects as go
 
-from workbench.compare.divergence import Divergence
-from workbench.compare.metrics import SQNR_OK_DB
+from workbench.compare.board import backend_gap
+from workbench.compare.metrics import SQNR_OK_DB, tensor_metrics
+from workbench.compare.result import Divergence
+from workbench.viz.graph import graph_figure
 
 METRIC_LABELS = {"sqnr_db": "SQNR (dB)", "cosine": "cosine similarity"}
 
@@ -141,10 +144,7 @@ def tensor_figure(
     """Float vs quantized values of one tensor: scatter (on the diagonal when equal), the
     two histograms and, for tensors with channels (``channel_axis``, NCHW: 1), the SQNR of
     each channel, from arrays of the same shape."""
-    import numpy as np
     from plotly.subplots import make_subplots
-
-    from workbench.compare.metrics import tensor_metrics
 
     shaped = np.asarray(reference)
     ref = np.asarray(reference, np.float64).ravel()
@@ -229,7 +229,6 @@ def divergence_overlay(
     model, result: Divergence, metric: str = "sqnr_db", backend: str | None = None
 ) -> go.Figure:
     """The graph overlay (viz.graph) with each node coloured by its output's mean ``metric``."""
-    from workbench.viz.graph import graph_figure
 
     backend = backend or result.quantized_backend
     summary = result.summary(backend)
@@ -250,7 +249,6 @@ def divergence_overlay(
 def gap_figure(result: Divergence, a: str = "simulator", b: str | None = None) -> go.Figure:
     """Per-layer SQNR of the simulator and the board, and the gap: where the board departs
     from the simulator (runtime version, fp16 overflow, driver bugs)."""
-    from workbench.compare.board import backend_gap
 
     gap = backend_gap(result, a, b)
     b = b or next(x for x in result.table.backend.unique() if x.startswith("board:"))

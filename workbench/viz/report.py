@@ -7,10 +7,15 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from workbench.compare.divergence import Divergence
+import pandas as pd
+
 from workbench.compare.metrics import SQNR_OK_DB
+from workbench.compare.result import Divergence
+from workbench.fix.before_after import variants_table
 from workbench.storage import atomic_write
+from workbench.viz.fix_plots import pareto_figure, sensitivity_figure, variants_figure
 from workbench.viz.plots import gap_figure, heatmap_figure, per_layer_figure
+from workbench.viz.task_plots import answers_figure, flip_layers_figure
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -99,7 +104,6 @@ def _answers_section(answers, flip_layers, next_step: str | None) -> str:
             "<p><i>No task verdict in this run: judge the answers with <code>rknn-workbench "
             "evaluate MODEL</code> (per-layer numbers alone do not say whether answers change).</i></p>"
         )
-    from workbench.viz.task_plots import answers_figure, flip_layers_figure
 
     parts = [
         "<h2>Answers: did quantization change them?</h2>",
@@ -109,8 +113,6 @@ def _answers_section(answers, flip_layers, next_step: str | None) -> str:
     ]
     metrics = answers.meta.get("dataset_metrics") or {}
     if metrics:
-        import pandas as pd
-
         table = pd.DataFrame(metrics).T.rename_axis("backend").reset_index()
         parts += ["<p>Dataset metrics:</p>", table.to_html(index=False, float_format=lambda v: f"{v:.4f}")]
     for backend in answers.backends:
@@ -152,7 +154,6 @@ def _graph_section(folder: Path, model_path: str | None) -> str:
 
 def _fix_section(result: Divergence, variants, search) -> str:
     """Before/after and search results (plotly.js is already on the page)."""
-    from workbench.viz.fix_plots import pareto_figure, sensitivity_figure, variants_figure
 
     parts = []
     if search is not None:
@@ -168,8 +169,6 @@ def _fix_section(result: Divergence, variants, search) -> str:
             ),
         ]
     if variants:
-        from workbench.fix.before_after import variants_table
-
         outputs = list(result.meta.get("model", {}).get("outputs", {}))
         table = variants_table(variants, outputs).to_html(index=False, float_format=lambda v: f"{v:.4f}")
         parts += [
@@ -188,8 +187,6 @@ def _support_section(meta: dict) -> str:
     text = f"<p>Static check for {html.escape(support['platform'])}: {counts}.</p>"
     problems = support.get("problems") or []
     if problems:
-        import pandas as pd
-
         text += pd.DataFrame(problems).to_html(index=False)
     else:
         text += "<p>Every operator is expected on the NPU.</p>"

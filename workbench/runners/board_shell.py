@@ -1,11 +1,11 @@
-"""SshBoardRunner: the quantized model's layer boundaries from a board reached over SSH.
+"""ShellBoardRunner: the quantized model's layer boundaries from a board reached through a
+shell transport: OpenSSH (``board.ssh.SshTransport``) or adb (``board.adb.AdbTransport``).
 
 On the PC: the mark-all model is built and exported as .rknn. On the board: a small runner
 (numpy + rknn-toolkit-lite2, ``workbench/board/board_runner.py``) runs it on each sample and
 writes the outputs as .npz, which come back over the same connection. The board's work
-folder is removed at the end. A *virtual board* (a PC running the toolkit's simulator, for
-CI) receives the marked ONNX model and the build settings too and rebuilds them, since the
-simulator cannot run a .rknn loaded from a file; everything else on the path is the same.
+folder is removed at the end. A virtual board gets what it needs to rebuild the model
+(``board.virtual.rebuild_payload``); everything else on the path is the same.
 """
 
 from __future__ import annotations
@@ -18,20 +18,25 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.board.adb import AdbTransport
 from workbench.board.config import Board
 from workbench.board.ssh import SshTransport
+from workbench.board.virtual import check_rebuildable, rebuild_payload
 from workbench.datasets import CalibrationSet
 from workbench.lifecycle import forget, remove_tree, temp_folder
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
-from workbench.rknn.config import BuildConfig, ConfigError
+from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession
+from workbench.runners.base import BaseRunner, Measurement
 from workbench.runners.markall import build_marked, marked_model, match_outputs
 
 RUNNER_SCRIPT = Path(__file__).resolve().parents[1] / "board" / "board_runner.py"
+#: boards.toml transport -> the shell transport class
+SHELL_TRANSPORTS = {"ssh": SshTransport, "adb-shell": AdbTransport}
 
 
-class SshBoardRunner:
+class ShellBoardRunner(BaseRunner):
     """Mark-all runs of ``model`` on ``board``; use as a context manager.
 
     Args:
@@ -53,7 +58,7 @@ class SshBoardRunner:
         self.model, self.config, self.board, self.batch = model, config, board, max(1, batch)
         self.outputs_only = outputs_only
         self.backend = f"board:{board.name}"
-        self.transport = SshTransport(board, connect_timeout, step_timeout)
+        self.transport = SHELL_TRANSPORTS[board.transport](board, connect_timeout, step_timeout)
         self.local = temp_folder("rknn-wb-board-")
         self.remote: str | None = None
         try:
@@ -63,11 +68,8 @@ class SshBoardRunner:
             raise
 
     def _prepare(self, calibration: CalibrationSet) -> None:
-        if self.board.virtual and (self.config.float_layers or self.config.auto_hybrid):
-            raise ConfigError(
-                "The virtual board rebuilds the model with a plain build, so it cannot stand in for a "
-                f"{self.config.variant} model: compare that one on the simulator or a real board."
-            )
+        if self.board.virtual:
+            check_rebuildable(self.config)
         job = self.local / "job"
         job.mkdir()
         with ToolkitSession(timeout=1800) as session:
@@ -82,18 +84,9 @@ class SshBoardRunner:
         shutil.copy(RUNNER_SCRIPT, job / "board_runner.py")
         settings = {"inputs": list(self.model.inputs), "virtual": self.board.virtual}
         if self.board.virtual:
-            marked_model(self.model, self.output_names).save(job / "marked.onnx")
-            lines = []
-            for i, row in enumerate(calibration.rows):
-                names = [f"calib_{i}_{j}{p.suffix}" for j, p in enumerate(row)]
-                for name, path in zip(names, row):
-                    shutil.copy(path, job / name)
-                lines.append(" ".join(names))
-            (job / "dataset.txt").write_text("\n".join(lines) + "\n")
-            settings |= {
-                "config": self.config.toolkit_kwargs(self.model.inputs),
-                "do_quantization": self.config.do_quantization,
-            }
+            settings |= rebuild_payload(
+                job, marked_model(self.model, self.output_names), self.config, calibration
+            )
         self.settings = settings
         self.remote = self.transport.make_temp_dir()
         self.transport.push(job, self.remote)
@@ -132,10 +125,9 @@ class SshBoardRunner:
         (tensors,) = self.run_many([row])  # drained, so the batch's files are cleaned up
         return tensors
 
-    def outputs(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
-        """The model's graph outputs of one sample."""
-        tensors = self.run(row)
-        return {name: tensors[name] for name in self.model.outputs}
+    def measure_many(self, rows: Sequence[Sequence[Path]]) -> Iterator[Measurement]:
+        for tensors in self.run_many(rows):
+            yield Measurement(tensors)
 
     def _push_samples(self, chunk, start: int) -> list[str]:
         stage = self.local / "stage"
@@ -160,9 +152,3 @@ class SshBoardRunner:
         finally:
             remove_tree(self.local)
             forget(self.local)
-
-    def __enter__(self) -> SshBoardRunner:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
