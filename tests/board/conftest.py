@@ -49,10 +49,10 @@ def sshd(tmp_path_factory):
 
 @pytest.fixture
 def fake_adb_board(tmp_path) -> Board:
-    """An adb-shell board behind the fake adb (tests/board/fake_adb.py): this PC with the
+    """An adb-shell board behind a fake adb (tests/board/fake_adb_device.py): this PC with the
     toolkit's simulator stands in for the board, as the virtual board does over SSH."""
     adb = tmp_path / "adb"
-    adb.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).with_name("fake_adb.py")}" "$@"\n')
+    adb.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).with_name("fake_adb_device.py")}" "$@"\n')
     adb.chmod(0o755)
     (tmp_path / "device").mkdir()
     return Board(

@@ -1,41 +1,25 @@
-"""A fake adb for the tests: the "device" is this PC, a virtual board behind adb.
+#!/usr/bin/env python3
+"""A stand-in for adb, for tests only: replays answers recorded from real boards and from
+upstream rknn-toolkit2 issues. The scenario (JSON in $FAKE_ADB_SCENARIO) is a list of
+[regex over the joined arguments, exit code, output]; the first match answers. Every call's
+argument list is appended to $FAKE_ADB_LOG (JSON lines), so tests can check quoting."""
 
-It stands in for a Rockchip board reached over adb, which cannot exist here. After
-``-s SERIAL`` (one known serial, FAKE_ADB_SERIAL, default fake-1): ``push`` and ``pull``
-copy one file, ``shell CMD`` runs CMD in sh and returns its exit code, as adb's shell
-protocol does. Anything else fails the way adb does: a message on stderr, exit 1.
-"""
-
+import json
 import os
-import shutil
-import subprocess
+import re
 import sys
 
-
-def main(argv: list[str]) -> int:
-    serial = os.environ.get("FAKE_ADB_SERIAL", "fake-1")
-    if argv[:1] == ["devices"]:
-        print(f"List of devices attached\n{serial}\tdevice")
-        return 0
-    if argv[:1] != ["-s"] or len(argv) < 3:
-        print("adb: usage: adb -s SERIAL push|pull|shell ...", file=sys.stderr)
-        return 1
-    if argv[1] != serial:
-        print(f"adb: device '{argv[1]}' not found", file=sys.stderr)
-        return 1
-    command, args = argv[2], argv[3:]
-    try:
-        if command in ("push", "pull") and len(args) == 2:
-            shutil.copy(args[0], args[1])
-            return 0
-        if command == "shell" and len(args) == 1:
-            return subprocess.run(["sh", "-c", args[0]]).returncode
-    except OSError as err:
-        print(f"adb: error: {err}", file=sys.stderr)
-        return 1
-    print(f"adb: unknown command {command} {args}", file=sys.stderr)
-    return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+args = sys.argv[1:]
+if os.environ.get("FAKE_ADB_LOG"):
+    with open(os.environ["FAKE_ADB_LOG"], "a") as log:
+        log.write(json.dumps(args) + "\n")
+with open(os.environ["FAKE_ADB_SCENARIO"]) as f:
+    rules = json.load(f)
+joined = " ".join(args)
+for pattern, code, output in rules:
+    if re.search(pattern, joined):
+        if output:
+            print(output)
+        sys.exit(code)
+print(f"fake adb: no answer recorded for {joined!r}", file=sys.stderr)
+sys.exit(1)
