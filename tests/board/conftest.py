@@ -52,7 +52,8 @@ def fake_adb_board(tmp_path) -> Board:
     """An adb-shell board behind a fake adb (tests/board/fake_adb_device.py): this PC with the
     toolkit's simulator stands in for the board, as the virtual board does over SSH."""
     adb = tmp_path / "adb"
-    adb.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).with_name("fake_adb_device.py")}" "$@"\n')
+    device = Path(__file__).with_name("fake_adb_device.py")
+    adb.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{device}" "$@"\n')
     adb.chmod(0o755)
     (tmp_path / "device").mkdir()
     return Board(
