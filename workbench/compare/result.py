@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.compare.metrics import MAX_SQNR_DB, METRICS
+from workbench.compare.metrics import MAX_SQNR_DB, METRICS, SQNR_OK_DB
 from workbench.errors import WorkbenchError, WorkbenchWarning
 from workbench.storage import folder_lock, recover, remove_folder, staged_files
 
@@ -78,7 +78,7 @@ class Divergence:
 
     def first_divergence(
         self,
-        threshold_db: float = 20.0,
+        threshold_db: float = SQNR_OK_DB,
         drop_db: float = 3.0,
         single_cos: float = 0.99,
         backend: str | None = None,

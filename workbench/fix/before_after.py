@@ -9,6 +9,7 @@ from dataclasses import replace
 import pandas as pd
 
 from workbench.compare.divergence import compute_divergence
+from workbench.compare.metrics import SQNR_OK_DB
 from workbench.compare.result import Divergence
 from workbench.rknn.config import BuildConfig
 
@@ -62,7 +63,7 @@ def variants_table(runs: Mapping[str, Divergence], outputs: Sequence[str]) -> pd
                 "output_cosine": at_outputs.cosine_mean.min() if len(at_outputs) else float("nan"),
                 "worst_layer": worst.layer.iloc[0] if len(worst) else None,
                 "worst_sqnr_db": worst.sqnr_db_mean.iloc[0] if len(worst) else float("nan"),
-                "layers_below_20db": int((summary.sqnr_db_mean < 20).sum()),
+                "layers_below_20db": int((summary.sqnr_db_mean < SQNR_OK_DB).sum()),
                 "float16_layers": len(config.float_layers) if not config.auto_hybrid else "toolkit's choice",
             }
         )
