@@ -609,9 +609,8 @@ def _check_output_dir(path: str | Path, flag: str, marker: str, *, empty_ok: boo
 
 
 def _build(args: argparse.Namespace) -> int:
-
     from workbench.rknn.build import build
-    from workbench.rknn.buildlog import parse_layer_table
+    from workbench.rknn.buildlog import build_facts
     from workbench.rknn.session import ToolkitSession
 
     if args.output:
@@ -628,17 +627,7 @@ def _build(args: argparse.Namespace) -> int:
         partial.replace(output)  # a failed build leaves an earlier .rknn untouched
     finally:
         partial.unlink(missing_ok=True)
-    layers = parse_layer_table(log)
-    own = layers[~layers.op_type.str.endswith("Operator")]
-    facts = {
-        "rknn": str(output),
-        "platform": args.platform,
-        "variant": config.variant,
-        "layers": len(own),
-        "cpu_layers": own[own.target == "CPU"][["id", "op_type", "full_name"]].to_dict("records"),
-        "float16_layers": int((own.dtype == "FLOAT16").sum()),
-        "cycles_total": int(layers.cycles_total.sum()),
-    }
+    facts = {"rknn": str(output), "platform": args.platform, "variant": config.variant, **build_facts(log)}
     if args.json:
         print(_json(facts, indent=1))
         return 0

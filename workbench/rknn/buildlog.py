@@ -66,3 +66,17 @@ def parse_feature_tensors(log: str) -> list[str]:
         elif names and line.startswith("---"):
             break
     return names
+
+
+def build_facts(log: str) -> dict:
+    """What a verbose build's layer table says about the compiled model: its own layers
+    (the toolkit's ``*Operator`` bookkeeping rows left out), those on the CPU, those in
+    float16 and the estimated cycles (the ``build`` command prints these)."""
+    layers = parse_layer_table(log)
+    own = layers[~layers.op_type.str.endswith("Operator")]
+    return {
+        "layers": len(own),
+        "cpu_layers": own[own.target == "CPU"][["id", "op_type", "full_name"]].to_dict("records"),
+        "float16_layers": int((own.dtype == "FLOAT16").sum()),
+        "cycles_total": int(layers.cycles_total.sum()),
+    }
