@@ -16,6 +16,10 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
+# Each command imports what it uses inside its function (the package's one documented lazy
+# import site): `--help` and a refused argument answer without loading pandas, onnx, plotly
+# or the toolkit; the library modules import at the top.
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
