@@ -261,8 +261,9 @@ def build_checked(
     for rounds in range(1, _GUARD_ROUNDS + 1):
         guard.rounds = rounds
         output_names = [*model.outputs, *marked]
-        marked = marked_model(model, output_names)
-        cfg, marked_log = build_with_cfg(session, marked, config, calibration, name="marked")
+        cfg, marked_log = build_with_cfg(
+            session, marked_model(model, output_names), config, calibration, name="marked"
+        )
         diff = changed_ranges(plain_cfg, cfg) if plain_cfg is not None and cfg is not None else {}
         at = {name: base_name(name, set(marked)) for name in diff}
         guard.changed = {b: diff[name] for name, b in at.items() if b is not None}
