@@ -393,19 +393,16 @@ def test_report_on_a_partial_board_run_exits_1(tmp_path, capsys):
 def test_a_board_failing_before_its_first_sample(tmp_path, monkeypatch, capsys):
     """compare/board.py: no board rows used to make every column object (TypeError later)."""
     from workbench.board.config import Board
-    from workbench.board.ssh import BoardError
     from workbench.compare import board as compare_board
     from workbench.datasets import default_calibration_set
+    from workbench.errors import BoardError
     from workbench.rknn.config import BuildConfig
 
     def fails(*args, **kwargs):
         raise BoardError("board gone")
-        yield
 
     monkeypatch.setattr(compare_board, "compute_divergence", lambda *a, **k: _divergence({"simulator": 30.0}))
-    # main moves the board loop to workbench.runners.board.run_on_board: patch whichever exists
-    board_loop = "run_on_board" if hasattr(compare_board, "run_on_board") else "_board_tensors"
-    monkeypatch.setattr(compare_board, board_loop, fails)
+    monkeypatch.setattr(compare_board, "open_board", fails)
     model = OnnxModel.from_proto(SYNTHETIC["conv-relu-sigmoid"]())
     board = Board("rock", "ssh", "rk3588", host="127.0.0.1")
     calibration = default_calibration_set()

@@ -124,11 +124,11 @@ def open_mark_all(
     runner.close()
     warnings.warn(
         "Marking the layer boundaries changed the model's outputs (cosine "
-        f"{guard.outputs_cosine:.6f} to the plain build's on {runner.check_row[0]}): "
+        f"{guard.outputs_cosine:.6f} to the plain build's on {(check_row or calibration.rows[0])[0]}): "
         "measuring in snapshot mode instead.",
         stacklevel=3,
     )
-    meta = {"guard": {**guard.to_dict(), "fallback": "snapshot"}}
+    meta = {"mode": "snapshot", "guard": {**guard.to_dict(), "fallback": "snapshot"}}
     return open_snapshot(model, config, calibration, workdir=workdir, timeout=timeout, meta=meta)
 
 
