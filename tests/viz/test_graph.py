@@ -10,6 +10,7 @@ from onnx import TensorProto, helper
 from workbench.model import OnnxModel
 from workbench.viz.graph import (
     VIEW_RANKS,
+    _label,
     _spread,
     graph_figure,
     graph_layout,
@@ -116,6 +117,11 @@ def test_nodes_carry_their_op_type_and_tensor_names(tiny_models):
     assert list(nodes.customdata) == ["conv1", "relu1", "conv2", "sigmoid"]
     assert "relu1_out" in nodes.hovertext[1] and "<b>Relu</b> relu1" in nodes.hovertext[1]
     assert not nodes.showlegend  # no "unknown (4)" legend when nothing is coloured
+    assert [_label(op) for op in ("BatchNormalization", "DynamicQuantizeLinear", "HardSwish")] == [
+        "BatchNorm",
+        "DynamicQu…",
+        "HardSwish",
+    ]  # short enough to sit between neighbours; the hover has the full name
 
 
 def test_a_deep_graph_opens_on_a_window_around_the_worst_node():

@@ -40,9 +40,18 @@ STATUS_COLOURS = {
     "fused": "#9e9e9e",
     "removed": "#9e9e9e",
 }
+#: Short labels for long op types (the hover gives the full name); others over 9 letters are cut.
+OP_LABELS = {
+    "BatchNormalization": "BatchNorm",
+    "GlobalAveragePool": "GAvgPool",
+    "GlobalMaxPool": "GMaxPool",
+    "ConstantOfShape": "ConstShape",
+    "InstanceNormalization": "InstNorm",
+    "LayerNormalization": "LayerNorm",
+}
 #: Ranks shown in the first view: op labels stay readable. A deeper graph opens on a window
 #: (around the focus node) with a range slider below that shows the whole graph.
-VIEW_RANKS = 40
+VIEW_RANKS = 30
 
 
 @dataclass(frozen=True)
@@ -231,7 +240,7 @@ def graph_figure(
             x=[pos[n.name][0] for n in nodes],
             y=[pos[n.name][1] for n in nodes],
             mode="text",
-            text=[n.op_type for n in nodes],
+            text=[_label(n.op_type) for n in nodes],
             # above and below on alternate ranks: neighbouring labels do not run together
             textposition=["top center" if pos[n.name][0] % 2 == 0 else "bottom center" for n in nodes],
             textfont={"size": 9, "color": "#444"},
@@ -276,6 +285,11 @@ def _focus(nodes, values: Mapping, numeric: bool) -> str:
         rarest = min(counts, key=counts.get)
         return next(n for n in have if str(values[n]) == rarest)
     return nodes[0].name
+
+
+def _label(op_type: str) -> str:
+    label = OP_LABELS.get(op_type, op_type)
+    return label if len(label) <= 10 else label[:9] + "…"
 
 
 def _node_trace(members, pos, hover, *, name: str, marker: dict, value=lambda n: "") -> go.Scatter:
