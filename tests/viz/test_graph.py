@@ -9,6 +9,7 @@ from onnx import TensorProto, helper
 
 from workbench.model import OnnxModel
 from workbench.viz.graph import (
+    SLIDER_NODES,
     VIEW_RANKS,
     _label,
     _spread,
@@ -132,11 +133,20 @@ def test_a_deep_graph_opens_on_a_window_around_the_worst_node():
     pos = graph_layout(model)
     x = pos["add100"][0]
     lo, hi = fig.layout.xaxis.range
-    assert lo < x < hi and hi - lo == VIEW_RANKS and fig.layout.xaxis.rangeslider.thickness
+    assert lo < x < hi and hi - lo == VIEW_RANKS
+    assert not fig.layout.xaxis.rangeslider.visible  # over SLIDER_NODES: panning stays quick
     assert sum(len(t.x) for t in fig.data[2:]) == 1001
     assert len({pos[n.name] for n in model.proto.graph.node}) == 1001  # no two nodes on one spot
     ys = [y for _, y in pos.values()]
     assert max(ys) - min(ys) < 3  # chains stay straight: no drift over 1000 ranks
+
+
+def test_a_deep_graph_of_few_nodes_has_a_range_slider_over_the_whole_graph():
+    model = _chain(12)  # 49 nodes, 49 ranks
+    assert len(model.proto.graph.node) <= SLIDER_NODES
+    fig = graph_figure(model)
+    assert fig.layout.xaxis.range == (-0.5, VIEW_RANKS - 0.5)  # no values: from the inputs
+    assert fig.layout.xaxis.rangeslider.thickness == 0.1
 
 
 def test_a_shallow_graph_is_shown_whole(tiny_models):
