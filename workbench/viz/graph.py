@@ -7,7 +7,8 @@ static HTML report (no server), that a widget can ring a node in, and that takes
 per-node value straight from Python (support status, a layer's SQNR, a tensor's size).
 
 Layout (Sugiyama-style, in :func:`graph_layout`): rank = longest path from the inputs
-(data flows left to right, so the notebook's wide cell holds the deep axis); an edge that
+(data flows left to right: the notebook's wide cell holds the deep axis, and the divergence
+explorer zooms on it to ring a node); an edge that
 spans several ranks gets a bend point in each rank it crosses, so skip connections are
 drawn around the nodes; barycenter sweeps order each rank to cut crossings; a node sits
 at the mean height of its neighbours where the ranks leave room (chains are straight).
@@ -50,7 +51,8 @@ OP_LABELS = {
     "LayerNormalization": "LayerNorm",
 }
 #: Ranks shown in the first view: op labels stay readable. A deeper graph opens on a window
-#: (around the focus node) with a range slider below that shows the whole graph.
+#: around the focus node (with a range slider below that shows the whole graph, up to
+#: SLIDER_NODES nodes); drag to pan.
 VIEW_RANKS = 30
 #: Up to this many nodes the range slider is drawn. It redraws every trace on each pan:
 #: measured in chromium on 2 busy cores, a pan of a 1000-node graph took 1.4-1.8 s with it
