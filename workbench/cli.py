@@ -381,7 +381,8 @@ def _demo_float16_output(model, config, calibration, samples, layers: tuple[str,
             after = output_sqnr(emulator.variant(layers))
     except WorkbenchError as err:
         return f"the float16 what-if of {', '.join(layers)} could not run ({str(err).splitlines()[0]})"
-    what = f"keeping the top {len(layers)} origin layer(s) ({', '.join(layers)}) in float16"
+    top = "the top origin layer" if len(layers) == 1 else f"the top {len(layers)} origin layers"
+    what = f"keeping {top} ({', '.join(layers)}) in float16"
     effect = (
         f"changes the output's SQNR from {before.mean():.1f} to {after.mean():.1f} dB on average and the "
         f"worst sample's from {before.min():.1f} to {after.min():.1f} dB (measured on the emulator)"
