@@ -1,12 +1,20 @@
+import re
+
+import numpy as np
+import pandas as pd
 import pytest
 
-from workbench.cli import main
+from workbench.cli import _demo_next_step, main
+from workbench.compare.divergence import COLUMNS, Divergence
+from workbench.model import OnnxModel
+from workbench.synthetic import conv_relu_sigmoid
+from workbench.task.evaluate import TaskResult
 
 
 @pytest.mark.toolkit
 @pytest.mark.zoo
 def test_demo_leads_with_the_answers_and_writes_a_report(tmp_path, capsys):
-    assert main(["demo", "--samples", "1", "--no-board", "--runs-dir", str(tmp_path)]) == 0
+    assert main(["demo", "--samples", "2", "--no-board", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     runs = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # .<run>.lock beside it
     assert len(runs) == 1
@@ -15,6 +23,10 @@ def test_demo_leads_with_the_answers_and_writes_a_report(tmp_path, capsys):
     steps = [line for line in out.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
     assert [s[:2] for s in steps] == ["1.", "2.", "3."]  # answers, where, next step
     assert "classification on 56 samples; float 100 % correct" in out
+    # every answer holds, but the output of the second photo is below 20 dB: a measured what-if
+    step = next(line for line in out.splitlines() if line.startswith("3. next step: "))
+    assert re.search(r"the output's SQNR from [\d.]+ to [\d.]+ dB on average", step), step
+    assert "measured on the emulator" in step
     html = report.read_text()
     assert "Plotly.newPlot" in html and "<script src=" not in html  # self-contained
     assert html.index("Answers: did quantization change them?") < html.index("Per-layer divergence")
@@ -23,6 +35,53 @@ def test_demo_leads_with_the_answers_and_writes_a_report(tmp_path, capsys):
     assert main(["report", str(runs[0]), "-o", str(tmp_path / "again.html")]) == 0
     again = (tmp_path / "again.html").read_text()
     assert "Answers: did quantization change them?" in again and "Next step" in again  # kept in the run
+
+
+def _kept_answers(n: int) -> TaskResult:
+    rows = [
+        {"sample": i, "path": f"{i}.png", "backend": backend, "status": "ok", "prediction": "a",
+         "label": None, "correct": None, "agree": None if backend == "float" else True, "error": ""}
+        for backend in ("float", "simulator") for i in range(n)
+    ]  # fmt: skip
+    return TaskResult(pd.DataFrame(rows), {"task": "classification"})
+
+
+def _run(output_sqnr: list[float], single_cos: float) -> Divergence:
+    """conv-relu-sigmoid's run: relu1_out 40 dB, conv2_out 35 dB, the output y as given."""
+    rows = []
+    for sample, y in enumerate(output_sqnr):
+        for index, (layer, sqnr) in enumerate([("relu1_out", 40.0), ("conv2_out", 35.0), ("y", y)]):
+            rows.append(
+                {"index": index, "layer": layer, "op_type": "Conv", "rknn_layer": layer, "rknn_op": "Conv",
+                 "sample": sample, "backend": "simulator", "status": "compared", "cosine": 0.99,
+                 "sqnr_db": sqnr, "flag": "", "toolkit_single_cos": single_cos}
+            )  # fmt: skip
+    meta = {"parents": {"y": ["conv2_out"], "conv2_out": ["relu1_out"]}}
+    return Divergence(pd.DataFrame(rows, columns=list(COLUMNS)), meta)
+
+
+def _next_step(result: Divergence, small_set) -> str:
+    model = OnnxModel.from_proto(conv_relu_sigmoid())
+    samples = small_set.head(3)
+    return _demo_next_step(
+        model, None, small_set, None, None, _kept_answers(3), None, result, samples, "tiny"
+    )
+
+
+def test_demo_says_nothing_to_fix_when_answers_hold_and_the_output_is_clean(small_set):
+    step = _next_step(_run([30.0, 25.0, 22.0], single_cos=np.nan), small_set)
+    assert step.startswith(
+        "nothing to fix: int8 keeps all 3 answers and the output's SQNR is 25.7 dB on average over 3 "
+        "samples, every sample above the 20 dB rule (worst 22.0 dB)."
+    )
+    assert "rknn-workbench evaluate tiny --data DIR" in step
+
+
+def test_demo_names_a_low_output_sample_even_without_an_origin(small_set):
+    # the toolkit's single-layer cosine clears every layer: the 12 dB is inherited, no origin
+    step = _next_step(_run([30.0, 25.0, 12.0], single_cos=0.999), small_set)
+    assert "but the worst sample reaches only 12.0 dB (below the 20 dB rule)" in step
+    assert "no layer is an origin" in step and "nothing to fix" not in step
 
 
 def test_zoo_list(capsys):

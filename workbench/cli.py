@@ -268,26 +268,24 @@ def _demo(args: argparse.Namespace) -> int:
     )
     answers = evaluate(model, config, calibration, data, adapter)
     print(f"   {answers.verdict()}")
-    flips, next_step = None, None
+    flips, samples = None, _head(calibration, args.samples)
     if answers.summary().set_index("backend").loc["simulator", "flips"]:
         print("2. where: per-layer divergence on the flipped samples and some that keep their answer")
         flips, result = explain_flips(model, config, calibration, answers)
         print("   layers worse where the answer changes (mean SQNR flipped / kept):")
         for r in flips.head(3).itertuples():
             print(f"   - {r.layer} ({r.op_type}): {r.sqnr_db_flipped:.1f} / {r.sqnr_db_kept:.1f} dB")
-        next_step = _demo_next_step(model, config, calibration, data, adapter, answers, flips)
     else:
         print(f"2. where: no answer changes; per-layer divergence on {args.samples} sample(s) for reference")
-        result = compute_divergence(model, config, calibration, _head(calibration, args.samples))
-        next_step = (
-            f"none needed for these {len(data)} samples: int8 keeps every answer. Judge it on your own "
-            f"data: rknn-workbench evaluate {name} --data DIR (a folder per class, CSV, COCO json, ...)."
-        )
+        result = compute_divergence(model, config, calibration, samples)
     origins = result.origins(3)
     if len(origins):
         print("   where the per-layer error is made (origins, share of the output's error):")
         for r in origins.itertuples():
             print(f"   - {r.layer} ({r.op_type}): {r.sqnr_db_mean:.1f} dB, {r.share:.0%} of the error")
+    next_step = _demo_next_step(
+        model, config, calibration, data, adapter, answers, flips, result, samples, name
+    )
     print(f"3. next step: {next_step}")
     if not args.no_board:
         samples = calibration.head(args.samples)
@@ -304,7 +302,42 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_next_step(model, config, calibration, data, adapter, answers, flips) -> str:
+def _demo_next_step(model, config, calibration, data, adapter, answers, flips, result, samples, name) -> str:
+    """A next step with its measured effect. Answers flip: the answers again with the layers
+    behind the flips in float16. They hold: the output's SQNR decides; nothing to fix when
+    every sample is above the 20 dB rule, else the emulator's what-if of the top origins in
+    float16 (both numbers)."""
+    if flips is not None:
+        return _demo_float16_answers(model, config, calibration, data, adapter, answers, flips)
+    from workbench.compare.metrics import SQNR_OK_DB
+
+    judged = answers.summary().set_index("backend").loc["simulator"]
+    holds = f"int8 keeps all {int(judged.samples - judged.errors)} answers"
+    own_data = (
+        f"Judge it on your own data: rknn-workbench evaluate {name} --data DIR "
+        "(a folder per class, CSV, COCO json, ...)."
+    )
+    summary = result.summary()
+    out = summary[summary.layer.isin(list(model.outputs))]
+    if out.empty:
+        return f"nothing to fix: {holds} (the output was not compared per layer). {own_data}"
+    worst = out.sqnr_db_worst.min()  # of the worst output, over the samples
+    n = f"{len(samples)} sample{'s' * (len(samples) != 1)}"
+    level = f"the output's SQNR is {out.sqnr_db_mean.min():.1f} dB on average over {n}"
+    if worst >= SQNR_OK_DB:
+        return (
+            f"nothing to fix: {holds} and {level}, every sample above the {SQNR_OK_DB:g} dB rule "
+            f"(worst {worst:.1f} dB). {own_data}"
+        )
+    layers = tuple(result.origins(3).layer)
+    low = f"{holds} and {level}, but the worst sample reaches only {worst:.1f} dB"
+    low += f" (below the {SQNR_OK_DB:g} dB rule)"
+    if not layers:
+        return f"{low}, and no layer is an origin of that error. {own_data}"
+    return f"{low}: " + _demo_float16_output(model, config, calibration, samples, layers)
+
+
+def _demo_float16_answers(model, config, calibration, data, adapter, answers, flips) -> str:
     """Keep the top layers behind the flips in float16 and measure the answers again."""
     from dataclasses import replace
 
@@ -325,6 +358,42 @@ def _demo_next_step(model, config, calibration, data, adapter, answers, flips) -
         f"float from {before.agreement:.0%} to {now.agreement:.0%} ({int(now.flips)} flips) "
         f"(measured; build it with --float-layers {','.join(layers)})"
     )
+
+
+def _demo_float16_output(model, config, calibration, samples, layers: tuple[str, ...]) -> str:
+    """The output's SQNR (mean and worst sample) with and without ``layers`` in float16, on the
+    emulator: one toolkit step 1 (cached), then a graph edit and onnxruntime runs, no build."""
+    import numpy as np
+
+    from workbench.compare.metrics import tensor_metrics
+    from workbench.emulate.runner import EmulatorRunner
+    from workbench.runners.float import FloatRunner
+
+    names = list(model.outputs)
+    reference = FloatRunner(model, config.preprocess, keep=names)
+    expected = [reference.run(row) for row in samples.rows]
+
+    def output_sqnr(runner) -> np.ndarray:  # per sample, its worst output's
+        got = [runner.outputs(row) for row in samples.rows]
+        return np.array(
+            [min(tensor_metrics(e[n], g[n])["sqnr_db"] for n in names) for e, g in zip(expected, got)]
+        )
+
+    try:
+        with EmulatorRunner(model, config, calibration) as emulator:
+            before = output_sqnr(emulator)
+            after = output_sqnr(emulator.variant(layers))
+    except WorkbenchError as err:
+        return f"the float16 what-if of {', '.join(layers)} could not run ({str(err).splitlines()[0]})"
+    top = "the top origin layer" if len(layers) == 1 else f"the top {len(layers)} origin layers"
+    what = f"keeping {top} ({', '.join(layers)}) in float16"
+    effect = (
+        f"changes the output's SQNR from {before.mean():.1f} to {after.mean():.1f} dB on average and the "
+        f"worst sample's from {before.min():.1f} to {after.min():.1f} dB (measured on the emulator)"
+    )
+    if after.min() - before.min() < 3:  # less than half a bit on the sample that needs it
+        return f"{what} {effect}: too little to pay for; keep int8 as it is while the answers hold."
+    return f"{what} {effect}; build it with --float-layers {','.join(layers)}."
 
 
 def _diverge(args: argparse.Namespace) -> int:

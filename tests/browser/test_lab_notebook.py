@@ -42,6 +42,14 @@ def page(tmp_path_factory):
         browser.close()
 
 
+def test_the_answers_are_the_first_thing_seen(page):
+    first_outputs = page.locator(".jp-CodeCell").first.locator(".jp-OutputArea")
+    assert "answers differ from float" in first_outputs.inner_text()  # the verdict, before any plot
+    page.locator(".jp-Cell").first.scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "04_layer_divergence.png"), full_page=False)
+
+
 def test_notebook_runs_in_the_browser_and_plots_render(page):
     assert notebook_errors(page) == []
     plots = page.locator(".js-plotly-plot")
