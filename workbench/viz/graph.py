@@ -16,17 +16,24 @@ at the mean height of its neighbours where the ranks leave room (chains are stra
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import socket
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
+from importlib.util import find_spec
 from itertools import pairwise
 from pathlib import Path
 
 import plotly.graph_objects as go
+from netron import server as netron_server
 
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
@@ -390,11 +397,6 @@ def netron_view(
     the name the browser uses for Jupyter in ``allow_hosts`` if it is another one.
     Returns the IFrame; its ``.src`` is the URL.
     """
-    import atexit
-    import shutil
-    import socket
-    import threading
-    from http.server import ThreadingHTTPServer
 
     from IPython.display import IFrame
 
@@ -439,7 +441,6 @@ def _netron_handler(path: Path, hosts: set[str]):
     names, netron 8-9) are used here with one subclass per model; the tests fail if an
     update changes them.
     """
-    from netron import server as netron_server
 
     class Handler(netron_server._HTTPRequestHandler):
         content = netron_server._ContentProvider(None, str(path), str(path), path.name)
@@ -486,7 +487,6 @@ _OFFLINE_EDITS = (
 
 
 def _offline_browser_js() -> str:
-    from netron import server as netron_server
 
     text = (Path(netron_server.__file__).parent / "browser.js").read_text(encoding="utf-8")
     for old, new in _OFFLINE_EDITS:
@@ -501,7 +501,6 @@ def _offline_browser_js() -> str:
 
 def stop_netron() -> None:
     """Stop every Netron server netron_view started and delete their private model copies."""
-    import shutil
 
     while _SERVERS:
         server, folder = _SERVERS.pop()
@@ -511,6 +510,5 @@ def stop_netron() -> None:
 
 
 def _has_server_proxy() -> bool:
-    from importlib.util import find_spec
 
     return find_spec("jupyter_server_proxy") is not None
