@@ -120,7 +120,7 @@ def score_batch(job: SweepJob, layer_sets: Sequence[Sequence[str]]) -> list[Scor
                 session = None
                 scores.append(Score(tuple(layers), error=_first_line(err)))
                 continue
-            scores.append(_score(tuple(layers), job.expected, got, log, job))
+            scores.append(score_outputs(tuple(layers), job.expected, got, log, job))
     finally:
         if session is not None:
             session.close()
@@ -168,7 +168,7 @@ def score_config(job: SweepJob, config: BuildConfig) -> Score:
     with ToolkitSession(timeout=1800) as session:
         log = build(session, job.model, config, job.calibration)
         got = [infer_row(session, job.model, config, row) for row in job.samples.rows]
-    return _score(tuple(float16_tensors(log)), job.expected, got, log, job)
+    return score_outputs(tuple(float16_tensors(log)), job.expected, got, log, job)
 
 
 def float16_tensors(build_log: str) -> list[str]:
@@ -252,7 +252,10 @@ def _step1(job: SweepJob) -> tuple[ToolkitSession, dict]:
     return session, files
 
 
-def _score(layers: tuple[str, ...], expected, got, log: str, job: SweepJob | None = None) -> Score:
+def score_outputs(layers: tuple[str, ...], expected, got, log: str, job: SweepJob | None = None) -> Score:
+    """The Score of outputs ``got`` (per sample, in the model's output order) against float's
+    ``expected``; cycles from the build ``log``'s layer table ("" for none), the agreement of
+    the answers with the job's task adapter."""
     per_sample = [[tensor_metrics(e, g) for e, g in zip(exp, out)] for exp, out in zip(expected, got)]
     flags = {m["flag"] for s in per_sample for m in s} & {"nonfinite", "size-mismatch"}
     if flags:  # NaN/Inf or a wrong-sized output: not a score to rank or to meet a target with

@@ -1,0 +1,163 @@
+"""The mixed-precision search's emulator engine: whole compiled layers as candidates, scored
+by the toolkit-faithful emulator (workbench.emulate) instead of one toolkit build each.
+
+- ``compiled_layers``: the toolkit's compiled layers as candidates. A layer is every int8
+  tensor the toolkit fuses into it (a conv's output and its activation's, a conv summed by
+  its Add), so float16 for a layer is the whole ``custom_quantize_layers`` list it needs.
+  The fusions are the emulator's own (``Emulation.fused``, from the rule table).
+- ``check_emulator``: the emulator built once from step 1, its fidelity self-check against
+  the simulator on one sample, and the toolkit's all-int8 score, from one toolkit build.
+- ``EmulatedScorer``: Scores of layer sets from emulator variants (0.05-0.4 s each on the
+  zoo models), shaped like the toolkit's, so the search runs unchanged on either engine.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+from workbench.emulate.fidelity import FidelityReport, compare_with_snapshot
+from workbench.emulate.runner import EmulatorRunner
+from workbench.errors import EmulatorError, ToolkitError
+from workbench.fix.evaluate import Score, SweepJob, score_config, score_outputs
+from workbench.rknn.config import BuildConfig
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One compiled layer of the toolkit's graph, a float16 candidate."""
+
+    name: str  #: its output tensor (the toolkit's name; the ONNX one for most layers)
+    tensors: tuple[str, ...]  #: every int8 tensor fused into it, the custom_quantize_layers entries
+    op_type: str  #: the fused ops, e.g. "Conv+exSwish"
+
+
+def compiled_layers(emulator: EmulatorRunner) -> list[Layer]:
+    """The toolkit graph's compiled layers that hold int8 tensors, in graph order.
+
+    A tensor the rules fuse into the op reading it (``emulator.emulation.fused``) belongs to
+    that op's layer; every other int8 tensor an op writes ends a layer of its own. The
+    input/output conversions (exDataConvert) are no candidates.
+    """
+    step1, fused = emulator.step1, emulator.emulation.fused
+    int8 = {n for n, t in step1.tensors.items() if t.params is not None and t.params.bits == 8}
+    nodes = [n for n in step1.proto.graph.node if n.op_type != "exDataConvert"]
+    readers: dict[str, list] = defaultdict(list)
+    for node in nodes:
+        for name in node.input:
+            readers[name].append(node)
+    layer_of: dict[str, str] = {}
+    for node in reversed(nodes):  # readers first: a fused tensor joins its reader's layer
+        for t in node.output:
+            if t in int8:
+                inside = fused.get(t) and readers[t] and readers[t][0].output[0] in layer_of
+                layer_of[t] = layer_of[readers[t][0].output[0]] if inside else t
+    members: dict[str, list[str]] = defaultdict(list)
+    ops: dict[str, list[str]] = defaultdict(list)
+    for node in nodes:
+        for t in node.output:
+            if t in layer_of:
+                members[layer_of[t]].append(t)
+                ops[layer_of[t]].append(node.op_type)
+    return [Layer(name, tuple(ts), "+".join(ops[name])) for name, ts in members.items()]
+
+
+@dataclass
+class EmulatorCheck:
+    """The emulator of a sweep job and what the toolkit said about it."""
+
+    emulator: EmulatorRunner
+    fidelity: FidelityReport  #: layer by layer against the simulator, on the job's first sample
+    baseline: Score  #: the all-int8 model on the simulator (toolkit-confirmed)
+
+
+def check_emulator(job: SweepJob, *, rules=None, cache: bool = True) -> EmulatorCheck:
+    """Build the emulator for ``job`` (the toolkit's step 1, cached with ``cache``), then one
+    int8 toolkit build: the simulator's outputs on the job's samples (the baseline score)
+    and its snapshot of the first sample (the emulator's fidelity self-check).
+
+    Raises:
+        ToolkitError: the toolkit failed. EmulatorError: the graph cannot be emulated.
+    """
+    from workbench.runners.markall import infer_row
+    from workbench.runners.simulator import SimulatorRunner
+
+    emulator = EmulatorRunner(job.model, job.config, job.calibration, rules=rules, cache=cache)
+    row = job.samples.rows[0]
+    with SimulatorRunner(job.model, job.config, job.calibration) as simulator:
+        got = [infer_row(simulator.session, job.model, job.config, r) for r in job.samples.rows]
+        snapshot = simulator.analyse(row)
+        log = simulator.build_log
+    report = compare_with_snapshot(emulator, row, snapshot.golden, snapshot.simulator)
+    return EmulatorCheck(emulator, report, score_outputs((), job.expected, got, log, job))
+
+
+class EmulatedScorer:
+    """Scores of sets of layers (by ``Layer.name``) from emulator variants: the toolkit's
+    Score shape (no cycles: the emulator compiles nothing), keyed by the sorted names."""
+
+    def __init__(self, job: SweepJob, emulator: EmulatorRunner, layers: Sequence[Layer], progress=False):
+        self.job, self.emulator, self.progress = job, emulator, progress
+        self.layers = {layer.name: layer for layer in layers}
+
+    def tensors(self, names) -> tuple[str, ...]:
+        """The custom_quantize_layers entries of a set of layers, sorted."""
+        return tuple(sorted({t for n in names for t in self.layers[n].tensors}))
+
+    def __call__(self, sets: Sequence[Sequence[str]]) -> list[Score]:
+        from tqdm.auto import tqdm
+
+        keys = list(dict.fromkeys(tuple(sorted(s)) for s in sets))
+        quiet = not self.progress or len(keys) < 8
+        return [self.score(key) for key in tqdm(keys, desc="emulated what-ifs", disable=quiet)]
+
+    def score(self, names: tuple[str, ...]) -> Score:
+        try:
+            variant = self.emulator.variant(self.tensors(names))
+            outputs = list(self.job.model.outputs)
+            got = [[variant.outputs(row)[o] for o in outputs] for row in self.job.samples.rows]
+        except (EmulatorError, KeyError, ValueError) as err:  # e.g. a layer not in the graph
+            return Score(names, error=f"emulator: {err}")
+        return score_outputs(names, self.job.expected, got, "", self.job)
+
+    def ranking(self, singles: Sequence[Score], base: Score) -> pd.DataFrame:
+        """The sensitivity table of single layers in float16 (emulated), best gain first,
+        after a first row for the all-int8 model (layer None)."""
+        rows = [_row(None, "(all int8)", (), base, base)]
+        for s in singles:
+            layer = self.layers[s.layers[0]]
+            rows.append(_row(layer.name, layer.op_type, layer.tensors, s, base))
+        table = pd.DataFrame(rows)
+        table = pd.concat(
+            [table.iloc[:1], table.iloc[1:].sort_values("gain_db", ascending=False)], ignore_index=True
+        )
+        table.attrs.update(engine="emulator")
+        return table
+
+
+def _row(layer, op_type, tensors, score: Score, base: Score) -> dict:
+    return {
+        "layer": layer,
+        "op_type": op_type,
+        "tensors": list(tensors),
+        "output_sqnr_db": score.sqnr_db,
+        "output_cosine": score.cosine,
+        "gain_db": score.sqnr_db - base.sqnr_db,
+        "cycles": score.cycles,
+        "rw_kb": score.rw_kb,
+        "error": score.error,
+        "output_agreement": score.agreement,
+    }
+
+
+def confirm(job: SweepJob, config: BuildConfig, tensors: tuple[str, ...]) -> Score:
+    """One toolkit build of ``config`` with ``tensors`` in float16, scored on the simulator
+    like a sweep entry (``layers``: the tensors asked for); a failure is in ``error``."""
+    try:
+        score = score_config(job, replace(config, float_layers=tensors))
+    except ToolkitError as err:
+        return Score(tensors, error="toolkit: " + str(err).splitlines()[0][:300])
+    return replace(score, layers=tensors)
