@@ -5,8 +5,9 @@ by the toolkit-faithful emulator (workbench.emulate) instead of one toolkit buil
   tensor the toolkit fuses into it (a conv's output and its activation's, a conv summed by
   its Add), so float16 for a layer is the whole ``custom_quantize_layers`` list it needs.
   The fusions are the emulator's own (``Emulation.fused``, from the rule table).
-- ``check_emulator``: the emulator built once from step 1, its fidelity self-check against
-  the simulator on one sample, and the toolkit's all-int8 score, from one toolkit build.
+- ``EmulatorCheck``: the emulator built once from step 1, and one int8 toolkit build run
+  meanwhile (in a thread) for its fidelity self-check against the simulator on one sample
+  and the toolkit's all-int8 score.
 - ``EmulatedScorer``: Scores of layer sets from emulator variants (0.05-0.4 s each on the
   zoo models), shaped like the toolkit's, so the search runs unchanged on either engine.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -65,34 +67,52 @@ def compiled_layers(emulator: EmulatorRunner) -> list[Layer]:
     return [Layer(name, tuple(ts), "+".join(ops[name])) for name, ts in members.items()]
 
 
-@dataclass
 class EmulatorCheck:
-    """The emulator of a sweep job and what the toolkit said about it."""
+    """The emulator of a sweep job, checked against the toolkit.
 
-    emulator: EmulatorRunner
-    fidelity: FidelityReport  #: layer by layer against the simulator, on the job's first sample
-    baseline: Score  #: the all-int8 model on the simulator (toolkit-confirmed)
-
-
-def check_emulator(job: SweepJob, *, rules=None, cache: bool = True) -> EmulatorCheck:
-    """Build the emulator for ``job`` (the toolkit's step 1, cached with ``cache``), then one
-    int8 toolkit build: the simulator's outputs on the job's samples (the baseline score)
-    and its snapshot of the first sample (the emulator's fidelity self-check).
+    Construction starts one int8 toolkit build in a thread (simulator outputs on the job's
+    samples, snapshot of the first) and, meanwhile, the toolkit's step 1 and the emulator
+    (step 1 read from the cache with ``cache``), so emulated work can start before the
+    check is done; ``result()`` waits for the build and compares.
 
     Raises:
-        ToolkitError: the toolkit failed. EmulatorError: the graph cannot be emulated.
+        ToolkitError: step 1 failed. EmulatorError: the graph cannot be emulated.
     """
+
+    def __init__(self, job: SweepJob, *, rules=None, cache: bool = True):
+        self.job = job
+        pool = ThreadPoolExecutor(1, thread_name_prefix="emulator-check")
+        self._simulated = pool.submit(_simulate, job)
+        pool.shutdown(wait=False)
+        try:
+            self.emulator = EmulatorRunner(job.model, job.config, job.calibration, rules=rules, cache=cache)
+        except BaseException:
+            wait([self._simulated])  # no toolkit process outlives the search
+            raise
+        self._result: tuple[FidelityReport, Score] | None = None
+
+    def result(self) -> tuple[FidelityReport, Score]:
+        """(the fidelity report of the first sample, the toolkit's all-int8 Score).
+
+        Raises:
+            ToolkitError: the int8 build or its simulator runs failed.
+        """
+        if self._result is None:
+            snapshot, got, log = self._simulated.result()
+            row = self.job.samples.rows[0]
+            report = compare_with_snapshot(self.emulator, row, snapshot.golden, snapshot.simulator)
+            self._result = report, score_outputs((), self.job.expected, got, log, self.job)
+        return self._result
+
+
+def _simulate(job: SweepJob) -> tuple:
+    """The int8 model on the simulator: outputs per sample, snapshot of the first, build log."""
     from workbench.runners.markall import infer_row
     from workbench.runners.simulator import SimulatorRunner
 
-    emulator = EmulatorRunner(job.model, job.config, job.calibration, rules=rules, cache=cache)
-    row = job.samples.rows[0]
     with SimulatorRunner(job.model, job.config, job.calibration) as simulator:
         got = [infer_row(simulator.session, job.model, job.config, r) for r in job.samples.rows]
-        snapshot = simulator.analyse(row)
-        log = simulator.build_log
-    report = compare_with_snapshot(emulator, row, snapshot.golden, snapshot.simulator)
-    return EmulatorCheck(emulator, report, score_outputs((), job.expected, got, log, job))
+        return simulator.analyse(job.samples.rows[0]), got, simulator.build_log
 
 
 class EmulatedScorer:

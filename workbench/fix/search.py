@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.errors import EmulatorError, WorkbenchError, WorkbenchWarning
-from workbench.fix.emulated import EmulatedScorer, EmulatorCheck, check_emulator, compiled_layers, confirm
+from workbench.fix.emulated import EmulatedScorer, EmulatorCheck, Layer, compiled_layers, confirm
 from workbench.fix.evaluate import Score, SweepJob, evaluate, prepare_job
 from workbench.fix.executor import as_executor
 from workbench.fix.sensitivity import sensitivity
@@ -203,9 +203,10 @@ def search_mixed_precision(
     job = prepare_job(model, config, calibration, samples, adapter)
     note = ""
     if engine == "emulator":
-        check, note = _checked_emulator(job, fallback, emulator_rules, cache)
-        if check is not None:
-            return _emulated_search(job, check, goal, candidates, confirm_builds, progress)
+        found = _emulated_search(job, goal, candidates, confirm_builds, emulator_rules, progress, cache)
+        if isinstance(found, SearchResult):
+            return found
+        note = _fall_back(job, found, fallback)
     result = _toolkit_search(job, goal, ranking, candidates, as_executor(executor, jobs), progress, cache)
     result.notes += [note] if note else []
     return result
@@ -280,16 +281,8 @@ def _target(goal: tuple) -> dict:
     return dict(zip(("sqnr_db", "cosine", "agreement"), goal))
 
 
-def _checked_emulator(job: SweepJob, fallback: bool, rules, cache: bool) -> tuple[EmulatorCheck | None, str]:
-    """The emulator and its self-check, or (None, why) after warning that the search falls
-    back to the toolkit."""
-    try:
-        check = check_emulator(job, rules=rules, cache=cache)
-        if check.fidelity.ok:
-            return check, ""
-        problem = f"its self-check against the simulator failed ({check.fidelity.summary()})"
-    except EmulatorError as err:
-        problem = f"it cannot run this model ({err})"
+def _fall_back(job: SweepJob, problem: str, fallback: bool) -> str:
+    """Warn that the search falls back to the toolkit (or raise, without ``fallback``)."""
     message = f"The emulator cannot stand in for the toolkit on {job.model.name}: {problem}."
     if not fallback:
         raise EmulatorError(
@@ -300,48 +293,68 @@ def _checked_emulator(job: SweepJob, fallback: bool, rules, cache: bool) -> tupl
         WorkbenchWarning,
         stacklevel=3,
     )
-    return None, f"{message} Searched with the toolkit instead."
+    return f"{message} Searched with the toolkit instead."
 
 
 def _emulated_search(
-    job: SweepJob, check: EmulatorCheck, goal: tuple, candidates, confirm_builds: int, progress
-) -> SearchResult:
-    """Rank and search whole layers on the emulator, then confirm with the toolkit."""
+    job: SweepJob, goal: tuple, candidates, confirm_builds: int, rules, progress, cache
+) -> SearchResult | str:
+    """Rank and search whole layers on the emulator, then confirm with the toolkit. The
+    emulated sweep runs while the toolkit checks the emulator; returns why not, instead of
+    a result, when the emulator cannot stand in for the toolkit."""
+    try:
+        check = EmulatorCheck(job, rules=rules, cache=cache)
+    except EmulatorError as err:
+        return f"it cannot run this model ({err})"
     scorer = EmulatedScorer(job, check.emulator, _emulator_candidates(check, candidates), progress)
     search = _Search(job, None, goal, progress, False, scorer=scorer)
-    search.trail += [("baseline", check.baseline), *[("sensitivity", s) for s in search.score([[]])]]
+    search.trail += [("sensitivity", s) for s in search.score([[]])]
     ranking, order = scorer.ranking([], search.known[()]), []
-    if not check.baseline.meets(*goal):  # int8 on the toolkit misses: sweep every layer
+
+    def sweep():  # every layer alone in float16, on the emulator
         singles = search.score([[name] for name in scorer.layers])
-        search.trail += [("sensitivity", s) for s in singles]
-        ranking = scorer.ranking(singles, search.known[()])
-        order = [r.layer for r in ranking.itertuples() if isinstance(r.layer, str) and not r.error]
-        order = order[:candidates] if isinstance(candidates, int) else order
-    chosen = [] if not order or search.meets([]) else search.shortest_prefix(order)
-    if chosen:
-        chosen = search.prune(chosen)
-    emulator_met = chosen is not None
-    chosen = chosen if emulator_met else list(search.best(None).layers)
-    names, confirmed, notes = _confirm(job, search, scorer, order, chosen, emulator_met, confirm_builds)
+        search.trail.extend(("sensitivity", s) for s in singles)
+        table = scorer.ranking(singles, search.known[()])
+        ranked = [r.layer for r in table.itertuples() if isinstance(r.layer, str) and not r.error]
+        return table, ranked[:candidates] if isinstance(candidates, int) else ranked
+
+    if not search.meets([]):  # while the toolkit checks the emulator
+        ranking, order = sweep()
+    fidelity, baseline = check.result()
+    if not fidelity.ok:
+        return f"its self-check against the simulator failed ({fidelity.summary()})"
+    search.trail.insert(0, ("baseline", baseline))
+    notes = [f"Emulator check: {fidelity.summary()}"]
+    if baseline.meets(*goal):  # int8 is good enough on the toolkit: nothing to confirm
+        names, confirmed = [], baseline
+    else:
+        if not order:  # the emulator's int8 met the target, the toolkit's did not
+            ranking, order = sweep()
+        chosen = search.shortest_prefix(order) if order else None
+        if chosen:
+            chosen = search.prune(chosen)
+        met = chosen is not None
+        chosen = chosen if met else list(search.best(None).layers)
+        names, confirmed, said = _confirm(job, search, scorer, order, chosen, met, confirm_builds)
+        notes += said
     tensors = scorer.tensors(names)
-    emulated = search.known[tuple(sorted(names))]
     return SearchResult(
         config=replace(job.config, float_layers=tensors),
         score=replace(confirmed, layers=tensors),
-        baseline=check.baseline,
+        baseline=baseline,
         met=confirmed.meets(*goal),
         target=_target(goal),
         trail=search.table(),
         ranking=ranking,
         engine="emulator",
-        emulated=replace(emulated, layers=tensors),
+        emulated=replace(search.known[tuple(sorted(names))], layers=tensors),
         compiled=tuple(names),
         setup_builds=1,  # step 1 (read back from the cache when an identical one ran before)
-        notes=[f"Emulator check: {check.fidelity.summary()}", *notes],
+        notes=notes,
     )
 
 
-def _emulator_candidates(check: EmulatorCheck, candidates) -> list:
+def _emulator_candidates(check: EmulatorCheck, candidates) -> list[Layer]:
     """The compiled layers searched: all, or those holding the named tensors."""
     layers = compiled_layers(check.emulator)
     if candidates is None or isinstance(candidates, int):
@@ -449,8 +462,13 @@ class _Search:
     def shortest_prefix(self, order: list[str]) -> list[str] | None:
         """Doubling sizes in one parallel round, then bisection below the first that meets."""
         sizes = sorted({min(2**i, len(order)) for i in range(len(order).bit_length() + 1)} - {0})
-        self.score([order[:k] for k in sizes], "prefix")
-        hits = [k for k in sizes if self.meets(order[:k])]
+        if self.engine == "emulator":  # one at a time, up to the first that meets: no large ones
+            for k in sizes:
+                if self.score([order[:k]], "prefix") and self.meets(order[:k]):
+                    break
+        else:
+            self.score([order[:k] for k in sizes], "prefix")
+        hits = [k for k in sizes if tuple(sorted(order[:k])) in self.known and self.meets(order[:k])]
         if not hits:
             return None
         high = hits[0]
