@@ -59,7 +59,7 @@ def test_the_emulator_search_meets_a_target_the_toolkit_confirms(tiny_models, sm
     built = result.trail[result.trail.engine == "toolkit"]
     assert list(built.stage) == ["baseline", "confirm"] and built.cycles.notna().all()
     assert result.builds == 3  # step 1, the int8 check build, one confirmation
-    assert "met on the simulator with 1 whole layer(s) (2 float16 tensors)" in result.summary()
+    assert "met with 1 whole layer(s) (2 float16 tensors)" in result.summary()
     assert "toolkit-confirmed" in result.summary()
 
 

@@ -5,9 +5,10 @@ by the toolkit-faithful emulator (workbench.emulate) instead of one toolkit buil
   tensor the toolkit fuses into it (a conv's output and its activation's, a conv summed by
   its Add), so float16 for a layer is the whole ``custom_quantize_layers`` list it needs.
   The fusions are the emulator's own (``Emulation.fused``, from the rule table).
-- ``EmulatorCheck``: the emulator built once from step 1, and one int8 toolkit build run
-  meanwhile (in a thread) for its fidelity self-check against the simulator on one sample
-  and the toolkit's all-int8 score.
+- ``EmulatorCheck``: the emulator built once from the toolkit's step 1, in a session kept
+  open for the confirmations (hybrid step 2 on the same files: what ``build`` with
+  float_layers runs after its own step 1); and one int8 toolkit build run meanwhile (in a
+  thread) for its fidelity self-check against the simulator and the toolkit's int8 score.
 - ``EmulatedScorer``: Scores of layer sets from emulator variants (0.05-0.4 s each on the
   zoo models), shaped like the toolkit's, so the search runs unchanged on either engine.
 """
@@ -17,15 +18,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pandas as pd
 
 from workbench.emulate.fidelity import FidelityReport, compare_with_snapshot
+from workbench.emulate.model import Step1
 from workbench.emulate.runner import EmulatorRunner
 from workbench.errors import EmulatorError, ToolkitError
-from workbench.fix.evaluate import Score, SweepJob, score_config, score_outputs
-from workbench.rknn.config import BuildConfig
+from workbench.fix.evaluate import Score, SweepJob, score_outputs, score_step2, step1_session
 
 
 @dataclass(frozen=True)
@@ -68,26 +69,29 @@ def compiled_layers(emulator: EmulatorRunner) -> list[Layer]:
 
 
 class EmulatorCheck:
-    """The emulator of a sweep job, checked against the toolkit.
+    """The emulator of a sweep job, checked against the toolkit; a context manager.
 
     Construction starts one int8 toolkit build in a thread (simulator outputs on the job's
-    samples, snapshot of the first) and, meanwhile, the toolkit's step 1 and the emulator
-    (step 1 read from the cache with ``cache``), so emulated work can start before the
+    samples, snapshot of the first) and, meanwhile, the toolkit's step 1 in a session kept
+    for ``confirm`` and the emulator on its files, so emulated work can start before the
     check is done; ``result()`` waits for the build and compares.
 
     Raises:
         ToolkitError: step 1 failed. EmulatorError: the graph cannot be emulated.
     """
 
-    def __init__(self, job: SweepJob, *, rules=None, cache: bool = True):
+    def __init__(self, job: SweepJob, *, rules=None):
         self.job = job
         pool = ThreadPoolExecutor(1, thread_name_prefix="emulator-check")
         self._simulated = pool.submit(_simulate, job)
         pool.shutdown(wait=False)
+        self._session = None
         try:
-            self.emulator = EmulatorRunner(job.model, job.config, job.calibration, rules=rules, cache=cache)
+            self._session, self._files = step1_session(job)
+            step1 = Step1.read(self._files)
+            self.emulator = EmulatorRunner(job.model, job.config, step1=step1, rules=rules)
         except BaseException:
-            wait([self._simulated])  # no toolkit process outlives the search
+            self.close()
             raise
         self._result: tuple[FidelityReport, Score] | None = None
 
@@ -103,6 +107,31 @@ class EmulatorCheck:
             report = compare_with_snapshot(self.emulator, row, snapshot.golden, snapshot.simulator)
             self._result = report, score_outputs((), self.job.expected, got, log, self.job)
         return self._result
+
+    def confirm(self, tensors: tuple[str, ...]) -> Score:
+        """``tensors`` in float16 built by the toolkit (hybrid step 2 on step 1's files) and
+        scored on the simulator like a sweep entry; a failure is in ``error``."""
+        if self._session is None:
+            return Score(tensors, error="toolkit: the step-1 session ended after an earlier failure")
+        try:
+            return score_step2(self._session, self._files, self.job, tensors)
+        except ToolkitError as err:
+            self._session.close()
+            self._session = None
+            return Score(tensors, error="toolkit: " + str(err).splitlines()[0][:300])
+
+    def close(self) -> None:
+        """End the step-1 session; wait for the check build (no toolkit process outlives us)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        wait([self._simulated])
+
+    def __enter__(self) -> EmulatorCheck:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _simulate(job: SweepJob) -> tuple:
@@ -171,13 +200,3 @@ def _row(layer, op_type, tensors, score: Score, base: Score) -> dict:
         "error": score.error,
         "output_agreement": score.agreement,
     }
-
-
-def confirm(job: SweepJob, config: BuildConfig, tensors: tuple[str, ...]) -> Score:
-    """One toolkit build of ``config`` with ``tensors`` in float16, scored on the simulator
-    like a sweep entry (``layers``: the tensors asked for); a failure is in ``error``."""
-    try:
-        score = score_config(job, replace(config, float_layers=tensors))
-    except ToolkitError as err:
-        return Score(tensors, error="toolkit: " + str(err).splitlines()[0][:300])
-    return replace(score, layers=tensors)

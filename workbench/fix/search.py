@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.errors import EmulatorError, WorkbenchError, WorkbenchWarning
-from workbench.fix.emulated import EmulatedScorer, EmulatorCheck, Layer, compiled_layers, confirm
+from workbench.fix.emulated import EmulatedScorer, EmulatorCheck, Layer, compiled_layers
 from workbench.fix.evaluate import Score, SweepJob, evaluate, prepare_job
 from workbench.fix.executor import as_executor
 from workbench.fix.sensitivity import sensitivity
@@ -73,7 +73,6 @@ class SearchResult:
         verdict = "met" if self.met else "NOT met (best found shown)"
         unit = f"{len(self.layers)} float16 layer(s)"
         if self.engine == "emulator":
-            verdict += " on the simulator"
             unit = f"{len(self.compiled)} whole layer(s) ({len(self.layers)} float16 tensors)"
         return (
             f"target {goal}: {verdict} with {unit}; output SQNR "
@@ -188,7 +187,7 @@ def search_mixed_precision(
             toolkit sweeps the N layers of largest local error, the emulator searches its N
             best-ranked layers; None: all.
         emulator_rules: the emulator's rule table (default: the installed toolkit's).
-        executor, jobs: the toolkit engine's workers. cache: reuse earlier scores and step 1.
+        executor, jobs, cache: the toolkit engine's workers, and its reuse of earlier scores.
 
     Returns:
         SearchResult; ``met=False`` when no config met the target (the best one is held).
@@ -203,7 +202,7 @@ def search_mixed_precision(
     job = prepare_job(model, config, calibration, samples, adapter)
     note = ""
     if engine == "emulator":
-        found = _emulated_search(job, goal, candidates, confirm_builds, emulator_rules, progress, cache)
+        found = _emulated_search(job, goal, candidates, confirm_builds, emulator_rules, progress)
         if isinstance(found, SearchResult):
             return found
         note = _fall_back(job, found, fallback)
@@ -297,15 +296,22 @@ def _fall_back(job: SweepJob, problem: str, fallback: bool) -> str:
 
 
 def _emulated_search(
-    job: SweepJob, goal: tuple, candidates, confirm_builds: int, rules, progress, cache
+    job: SweepJob, goal: tuple, candidates, confirm_builds: int, rules, progress
 ) -> SearchResult | str:
-    """Rank and search whole layers on the emulator, then confirm with the toolkit. The
-    emulated sweep runs while the toolkit checks the emulator; returns why not, instead of
-    a result, when the emulator cannot stand in for the toolkit."""
+    """Rank and search whole layers on the emulator, then confirm with the toolkit; or why
+    the emulator cannot stand in for the toolkit."""
     try:
-        check = EmulatorCheck(job, rules=rules, cache=cache)
+        check = EmulatorCheck(job, rules=rules)
     except EmulatorError as err:
         return f"it cannot run this model ({err})"
+    with check:
+        return _on_the_emulator(job, check, goal, candidates, confirm_builds, progress)
+
+
+def _on_the_emulator(
+    job: SweepJob, check: EmulatorCheck, goal, candidates, confirm_builds, progress
+) -> SearchResult | str:
+    """The emulated sweep runs while the toolkit checks the emulator (in a thread)."""
     scorer = EmulatedScorer(job, check.emulator, _emulator_candidates(check, candidates), progress)
     search = _Search(job, None, goal, progress, False, scorer=scorer)
     search.trail += [("sensitivity", s) for s in search.score([[]])]
@@ -335,7 +341,7 @@ def _emulated_search(
             chosen = search.prune(chosen)
         met = chosen is not None
         chosen = chosen if met else list(search.best(None).layers)
-        names, confirmed, said = _confirm(job, search, scorer, order, chosen, met, confirm_builds)
+        names, confirmed, said = _confirm(check, search, scorer, order, chosen, met, confirm_builds)
         notes += said
     tensors = scorer.tensors(names)
     return SearchResult(
@@ -349,7 +355,7 @@ def _emulated_search(
         engine="emulator",
         emulated=replace(search.known[tuple(sorted(names))], layers=tensors),
         compiled=tuple(names),
-        setup_builds=1,  # step 1 (read back from the cache when an identical one ran before)
+        setup_builds=1,  # step 1
         notes=notes,
     )
 
@@ -371,7 +377,7 @@ def _emulator_candidates(check: EmulatorCheck, candidates) -> list[Layer]:
     return [layer for layer in layers if set(layer.tensors) & set(candidates)]
 
 
-def _confirm(job, search, scorer, order, chosen, emulator_met, budget):
+def _confirm(check: EmulatorCheck, search, scorer, order, chosen, emulator_met, budget):
     """Build the emulator's choice with the toolkit; while the toolkit misses a target the
     emulator met, grow the set by the next 1, 2, 4 ... layers of the emulator's ranking and
     build again, ``budget`` builds in all. Returns (layers, toolkit score, notes)."""
@@ -380,7 +386,7 @@ def _confirm(job, search, scorer, order, chosen, emulator_met, budget):
     for attempt in range(max(1, budget)):
         if attempt:
             search.score([names], "extend")
-        confirmed = confirm(job, job.config, scorer.tensors(names))
+        confirmed = check.confirm(scorer.tensors(names))
         search.trail.append(("confirm", replace(confirmed, layers=tuple(sorted(names)))))
         tried.append((list(names), confirmed))
         rest = [n for n in order if n not in names]
