@@ -7,10 +7,12 @@ next to the toolkit's build(auto_hybrid=True).
 
 The target is 1 dB above the int8 output SQNR (or --target). Per method: toolkit builds,
 wall time, the output SQNR and cosine (vs the float model, on the same samples) on the
-simulator, float16 tensors and the compile table's cycles. Each search's final config is
-built once more after the timing and scored on the simulator ("confirmed"). The sweep and
-step-1 caches are bypassed so every method starts cold. Goal: emulator / toolkit wall time
-<= 0.1. ``--quick``: the toolkit search sweeps 16 candidates, no auto_hybrid rows.
+simulator (the emulator search's: the toolkit's confirmation, not the emulator's own),
+float16 tensors and the compile table's cycles. Each search's final config is built once
+more after the timing (build with float_layers) and scored on the simulator ("confirmed").
+The sweep cache is bypassed and the emulator search runs its own step 1, so both start
+cold. Goal: emulator / toolkit wall time <= 0.1. ``--quick``: the toolkit search sweeps 16
+candidates and there are no auto_hybrid rows.
 """
 
 from __future__ import annotations

@@ -89,11 +89,9 @@ class SearchResult:
         )
 
     def _emulated(self) -> str:
-        e = self.emulated
-        said = f"{e.sqnr_db:.2f} dB" + (
-            f", {e.agreement:.0%} agreeing" if self.target.get("agreement") is not None else ""
+        return (
+            f" (toolkit-confirmed; the emulator said {_said(self.emulated)}; {self.builds} toolkit build(s))"
         )
-        return f" (toolkit-confirmed; the emulator said {said}; {self.builds} toolkit build(s))"
 
     def pareto(self, cost: str = "cycles") -> pd.DataFrame:
         """The trail's configs no other beats on both accuracy and ``cost``."""
@@ -399,17 +397,22 @@ def _confirm(check: EmulatorCheck, search, scorer, order, chosen, emulator_met, 
     notes = []
     if not emulator_met:
         notes.append(
-            f"No set of layers met the target on the emulator (best {first.sqnr_db:.2f} dB): its best "
+            f"No set of layers met the target on the emulator (best {_said(first)}): its best "
             "was built with the toolkit"
         )
     elif len(tried) > 1 or not met:
         grown = f"grown along the emulator's ranking to {len(tried[-1][0])} layers in {len(tried)} builds"
         notes.append(
-            f"The emulator's choice ({len(chosen)} layers, {first.sqnr_db:.2f} dB emulated) gave "
-            f"{tried[0][1].sqnr_db:.2f} dB on the toolkit; "
+            f"The emulator's choice ({len(chosen)} layers, {_said(first)} emulated) gave "
+            f"{_said(tried[0][1])} on the toolkit; "
             + (f"{grown}: met on the toolkit" if met else f"{grown}, still NOT met: best confirmed shown")
         )
     return names, confirmed, notes
+
+
+def _said(score: Score) -> str:
+    agreeing = f", {score.agreement:.0%} agreeing" if score.agreement is not None else ""
+    return f"{score.sqnr_db:.2f} dB{agreeing}"
 
 
 def _rank_key(score: Score, goal: tuple) -> tuple:
