@@ -91,3 +91,24 @@ def test_an_unfaithful_emulator_falls_back_to_the_toolkit(tiny_models, small_set
             fallback=False,
             progress=False,
         )
+
+
+@pytest.mark.toolkit
+def test_a_task_target_is_judged_by_the_adapter_on_both_engines(tmp_path):
+    """Channel means as 'logits', two near-ties that int8 flips (the input's own rounding,
+    no layer's): every emulated and toolkit score carries the agreement; no layer in float16
+    brings it above int8's 50 %, so int8 is kept, with no confirmation build."""
+    from tests.task.test_evaluate import _channel_mean_classifier, _samples
+    from workbench.task.adapters import get_adapter
+
+    samples = _samples(tmp_path, [(0.5, 0.502, 0.0), (0.5, 0.502, 0.05), (0.2, 0.9, 0.1), (0.9, 0.1, 0.0)])
+    model = _channel_mean_classifier()
+    adapter = get_adapter("classification", model=model)
+    result = search_mixed_precision(
+        model, BuildConfig(), samples, samples, target_agreement=1.0, adapter=adapter, progress=False
+    )
+    assert result.engine == "emulator" and not result.met and result.layers == ()
+    assert result.trail.agreement.notna().all() and set(result.trail.engine) == {"toolkit", "emulator"}
+    assert result.baseline.agreement == result.score.agreement == result.emulated.agreement == 0.5
+    assert result.builds == 2  # step 1 and the int8 check build: int8 needs no confirmation
+    assert "none beat int8 there" in result.summary()
