@@ -11,6 +11,8 @@ by the toolkit-faithful emulator (workbench.emulate) instead of one toolkit buil
   thread) for its fidelity self-check against the simulator and the toolkit's int8 score.
 - ``EmulatedScorer``: Scores of layer sets from emulator variants (0.05-0.4 s each on the
   zoo models), shaped like the toolkit's, so the search runs unchanged on either engine.
+- ``confirm_choice``: the emulator's answer built by the toolkit, grown along the
+  emulator's ranking (bounded) while the toolkit misses the target.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
 from workbench.emulate.fidelity import FidelityReport, compare_with_snapshot
 from workbench.emulate.model import Step1
 from workbench.emulate.runner import EmulatorRunner
-from workbench.errors import EmulatorError, ToolkitError
+from workbench.errors import EmulatorError, ToolkitError, WorkbenchError
 from workbench.fix.evaluate import Score, SweepJob, score_outputs, score_step2, step1_session
 
 
@@ -200,3 +202,76 @@ def _row(layer, op_type, tensors, score: Score, base: Score) -> dict:
         "error": score.error,
         "output_agreement": score.agreement,
     }
+
+
+def candidate_layers(emulator: EmulatorRunner, candidates) -> list[Layer]:
+    """The compiled layers a search takes: all (``candidates`` None or a count), or those
+    holding the named tensors.
+
+    Raises:
+        WorkbenchError: a bad count, or a name that is no int8 tensor of the graph.
+    """
+    layers = compiled_layers(emulator)
+    if candidates is None or isinstance(candidates, int):
+        if isinstance(candidates, int) and candidates < 1:
+            raise WorkbenchError(f"candidates={candidates}: give a positive count, a list of names, or None.")
+        return layers
+    known = {t for layer in layers for t in layer.tensors}
+    unknown = [c for c in candidates if c not in known]
+    if unknown:
+        raise WorkbenchError(
+            f"{unknown[:5]} are not int8 tensors of the toolkit's graph of {emulator.model.name}; "
+            f"candidates are tensor names such as {sorted(known)[:3]} (see the ranking's tensors column)."
+        )
+    return [layer for layer in layers if set(layer.tensors) & set(candidates)]
+
+
+def confirm_choice(check: EmulatorCheck, search, scorer, order, chosen, emulator_met, budget):
+    """Build the emulator's choice (``chosen``, layer names) with the toolkit; while the
+    toolkit misses a target the emulator met, grow the set by the next 1, 2, 4 ... layers of
+    the emulator's ranking (``order``) and build again, ``budget`` builds in all. ``search``
+    is the search's state (its scores by set, its trail). Returns (layers, toolkit score,
+    notes)."""
+    tried = []
+    names = list(chosen)
+    for attempt in range(max(1, budget)):
+        if attempt:
+            search.score([names], "extend")
+        confirmed = check.confirm(scorer.tensors(names))
+        search.trail.append(("confirm", replace(confirmed, layers=tuple(sorted(names)))))
+        tried.append((list(names), confirmed))
+        rest = [n for n in order if n not in names]
+        if confirmed.meets(*search.goal) or not emulator_met or not rest:
+            break
+        names += rest[: 2**attempt]
+    met = [t for t in tried if t[1].meets(*search.goal)]
+    names, confirmed = met[0] if met else max(tried, key=lambda t: _rank_key(t[1], search.goal))
+    first = search.known[tuple(sorted(chosen))]
+    notes = []
+    if not emulator_met:
+        notes.append(
+            f"No set of layers met the target on the emulator (best {said(first)}): its best "
+            "was built with the toolkit"
+        )
+    elif len(tried) > 1 or not met:
+        grown = f"grown along the emulator's ranking to {len(tried[-1][0])} layers in {len(tried)} builds"
+        notes.append(
+            f"The emulator's choice ({len(chosen)} layers, {said(first)} emulated) gave "
+            f"{said(tried[0][1])} on the toolkit; "
+            + (f"{grown}: met on the toolkit" if met else f"{grown}, still NOT met: best confirmed shown")
+        )
+    return names, confirmed, notes
+
+
+def said(score: Score) -> str:
+    """A score in words: its SQNR, and its agreement with float if judged."""
+    agreeing = f", {score.agreement:.0%} agreeing" if score.agreement is not None else ""
+    return f"{score.sqnr_db:.2f} dB{agreeing}"
+
+
+def _rank_key(score: Score, goal: tuple) -> tuple:
+    """Best first by the answers (a task target), then SQNR and cosine; failures last."""
+    if score.error:
+        return (-1, float("-inf"), float("-inf"))
+    agreement = score.agreement if goal[2] is not None and score.agreement is not None else 0.0
+    return (agreement, score.sqnr_db, score.cosine)

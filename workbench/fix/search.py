@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.errors import EmulatorError, WorkbenchError, WorkbenchWarning
-from workbench.fix.emulated import EmulatedScorer, EmulatorCheck, Layer, compiled_layers
+from workbench.fix.emulated import EmulatedScorer, EmulatorCheck, candidate_layers, confirm_choice, said
 from workbench.fix.evaluate import Score, SweepJob, evaluate, prepare_job
 from workbench.fix.executor import as_executor
 from workbench.fix.sensitivity import sensitivity
@@ -90,7 +90,7 @@ class SearchResult:
 
     def _emulated(self) -> str:
         return (
-            f" (toolkit-confirmed; the emulator said {_said(self.emulated)}; {self.builds} toolkit build(s))"
+            f" (toolkit-confirmed; the emulator said {said(self.emulated)}; {self.builds} toolkit build(s))"
         )
 
     def pareto(self, cost: str = "cycles") -> pd.DataFrame:
@@ -171,9 +171,9 @@ def search_mixed_precision(
 
     Args:
         samples: rows scored per config (default: the first 2 of ``calibration``).
-        engine: "emulator" (the default without ``ranking``): whole compiled layers ranked and searched on the
-            emulator, the answer built once with the toolkit and scored on the simulator
-            (``score``; the emulator's own in ``emulated``). If the toolkit misses the target
+        engine: "emulator" (the default without ``ranking``): whole compiled layers ranked
+            and searched on the emulator, the answer built once with the toolkit and scored
+            on the simulator (``score``; the emulator's own in ``emulated``). If the toolkit misses the target
             the emulator met, the set grows along the emulator's ranking (1, 2, 4 more
             layers) and is built again, ``confirm_builds`` builds at most. When the emulator's
             self-check finds it not faithful to this model, the search falls back to
@@ -310,7 +310,7 @@ def _on_the_emulator(
     job: SweepJob, check: EmulatorCheck, goal, candidates, confirm_builds, progress
 ) -> SearchResult | str:
     """The emulated sweep runs while the toolkit checks the emulator (in a thread)."""
-    scorer = EmulatedScorer(job, check.emulator, _emulator_candidates(check, candidates), progress)
+    scorer = EmulatedScorer(job, check.emulator, candidate_layers(check.emulator, candidates), progress)
     search = _Search(job, None, goal, progress, False, scorer=scorer)
     search.trail += [("sensitivity", s) for s in search.score([[]])]
     ranking, order = scorer.ranking([], search.known[()]), []
@@ -340,7 +340,7 @@ def _on_the_emulator(
         met = chosen is not None
         chosen = chosen if met else list(search.best(None).layers)
         if chosen:
-            names, confirmed, said = _confirm(check, search, scorer, order, chosen, met, confirm_builds)
+            names, confirmed, said = confirm_choice(check, search, scorer, order, chosen, met, confirm_builds)
         else:  # no layer in float16 beats int8 on the emulator: int8, already built, it is
             names, confirmed = [], baseline
             said = ["No set of layers met the target on the emulator, and none beat int8 there"]
@@ -360,71 +360,6 @@ def _on_the_emulator(
         setup_builds=1,  # step 1
         notes=notes,
     )
-
-
-def _emulator_candidates(check: EmulatorCheck, candidates) -> list[Layer]:
-    """The compiled layers searched: all, or those holding the named tensors."""
-    layers = compiled_layers(check.emulator)
-    if candidates is None or isinstance(candidates, int):
-        if isinstance(candidates, int) and candidates < 1:
-            raise WorkbenchError(f"candidates={candidates}: give a positive count, a list of names, or None.")
-        return layers
-    known = {t for layer in layers for t in layer.tensors}
-    unknown = [c for c in candidates if c not in known]
-    if unknown:
-        raise WorkbenchError(
-            f"{unknown[:5]} are not int8 tensors of the toolkit's graph of {check.emulator.model.name}; "
-            f"candidates are tensor names such as {sorted(known)[:3]} (see the ranking's tensors column)."
-        )
-    return [layer for layer in layers if set(layer.tensors) & set(candidates)]
-
-
-def _confirm(check: EmulatorCheck, search, scorer, order, chosen, emulator_met, budget):
-    """Build the emulator's choice with the toolkit; while the toolkit misses a target the
-    emulator met, grow the set by the next 1, 2, 4 ... layers of the emulator's ranking and
-    build again, ``budget`` builds in all. Returns (layers, toolkit score, notes)."""
-    tried = []
-    names = list(chosen)
-    for attempt in range(max(1, budget)):
-        if attempt:
-            search.score([names], "extend")
-        confirmed = check.confirm(scorer.tensors(names))
-        search.trail.append(("confirm", replace(confirmed, layers=tuple(sorted(names)))))
-        tried.append((list(names), confirmed))
-        rest = [n for n in order if n not in names]
-        if confirmed.meets(*search.goal) or not emulator_met or not rest:
-            break
-        names += rest[: 2**attempt]
-    met = [t for t in tried if t[1].meets(*search.goal)]
-    names, confirmed = met[0] if met else max(tried, key=lambda t: _rank_key(t[1], search.goal))
-    first = search.known[tuple(sorted(chosen))]
-    notes = []
-    if not emulator_met:
-        notes.append(
-            f"No set of layers met the target on the emulator (best {_said(first)}): its best "
-            "was built with the toolkit"
-        )
-    elif len(tried) > 1 or not met:
-        grown = f"grown along the emulator's ranking to {len(tried[-1][0])} layers in {len(tried)} builds"
-        notes.append(
-            f"The emulator's choice ({len(chosen)} layers, {_said(first)} emulated) gave "
-            f"{_said(tried[0][1])} on the toolkit; "
-            + (f"{grown}: met on the toolkit" if met else f"{grown}, still NOT met: best confirmed shown")
-        )
-    return names, confirmed, notes
-
-
-def _said(score: Score) -> str:
-    agreeing = f", {score.agreement:.0%} agreeing" if score.agreement is not None else ""
-    return f"{score.sqnr_db:.2f} dB{agreeing}"
-
-
-def _rank_key(score: Score, goal: tuple) -> tuple:
-    """Best first by the answers (a task target), then SQNR and cosine; failures last."""
-    if score.error:
-        return (-1, float("-inf"), float("-inf"))
-    agreement = score.agreement if goal[2] is not None and score.agreement is not None else 0.0
-    return (agreement, score.sqnr_db, score.cosine)
 
 
 class _Search:
