@@ -174,7 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     fix.add_argument("--task", help="task adapter for --target-agreement (default: the zoo model's)")
     fix.add_argument("--data", help="samples for --target-agreement (default: the zoo model's labelled set)")
-    fix.add_argument("--candidates", type=int, default=16, help="layers swept (largest local error first)")
+    fix.add_argument(
+        "--engine",
+        choices=["emulator", "toolkit"],
+        default="emulator",
+        help="what scores each config: the emulator (whole layers, the answer built once with the "
+        "toolkit; falls back to the toolkit if its self-check fails) or a toolkit build each",
+    )
+    fix.add_argument(
+        "--candidates",
+        type=int,
+        default=16,
+        help="toolkit: layers swept (largest local error first); emulator: best-ranked layers searched",
+    )
     fix.add_argument("--samples", type=int, default=2, help="samples scored per build (default: 2)")
     fix.add_argument("--jobs", type=int, default=2, help="parallel toolkit workers (default: 2)")
     fix.add_argument("--out", help="export folder (default: runs/<time>-<model>-fix)")
@@ -741,6 +753,7 @@ def _fix(args: argparse.Namespace) -> int:
         target_sqnr_db=args.target_sqnr,
         target_cosine=args.target_cosine,
         candidates=args.candidates,
+        engine=args.engine,
         jobs=args.jobs,
         progress=not args.json,
     )
@@ -820,6 +833,7 @@ def _fix_answers(args: argparse.Namespace) -> int:
         candidates=args.candidates,
         jobs=args.jobs,
         progress=not args.json,
+        engine=args.engine,
     )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = fixed.search.export(args.out or Path("runs") / f"{stamp}-{model.name}-fix", model, calibration)

@@ -116,7 +116,7 @@ def test_int8_meeting_the_target_needs_no_sweep_and_still_reports(residual, smal
     from workbench.viz.report import write_report
 
     result = search_mixed_precision(
-        residual, CONFIG, small_set, small_set.head(2), target_cosine=0.9, progress=False
+        residual, CONFIG, small_set, small_set.head(2), target_cosine=0.9, engine="toolkit", progress=False
     )
     assert result.met and result.layers == () and result.builds == 1  # the int8 build only
     run = compute_divergence(residual, CONFIG, small_set, small_set.head(1), progress=False)

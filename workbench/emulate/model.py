@@ -54,7 +54,7 @@ class Step1:
         except (OSError, KeyError, ValueError, DecodeError, yaml.YAMLError) as err:
             raise EmulatorError(
                 f"Cannot read the toolkit's step-1 files {dict(files)}: {err}. Run hybrid_step1 "
-                "again (workbench.fix.evaluate._step1 shows how)."
+                "again (workbench.fix.evaluate.step1_session shows how)."
             ) from err
         params = cfg.get("quantize_parameters") or {}
         tensors = {name: TensorQuant.from_cfg(name, entry) for name, entry in params.items()}

@@ -63,10 +63,12 @@ def fix_answers(
     candidates: int | None = 16,
     jobs: int = 2,
     progress: bool = True,
+    engine: str = "emulator",
 ) -> TaskFix:
     """Search the fewest float16 layers that bring the answers to ``target_agreement`` with
     float. ``data`` is split alternately: the even samples drive the search (their flipped
     ones plus ``kept`` that keep their answer), the odd ones are held out to check the result.
+    ``engine``: what scores the search's configs (see ``search_mixed_precision``).
 
     Raises:
         WorkbenchError: fewer than 2 samples, or no answer flips on the search half.
@@ -84,6 +86,7 @@ def fix_answers(
         target_agreement=target_agreement,
         adapter=adapter,
         candidates=candidates,
+        engine=engine,
         jobs=jobs,
         progress=progress,
     )

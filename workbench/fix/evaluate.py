@@ -99,32 +99,42 @@ def _named(model: OnnxModel, outputs: Sequence[np.ndarray]) -> dict[str, np.ndar
 def score_batch(job: SweepJob, layer_sets: Sequence[Sequence[str]]) -> list[Score]:
     """One task: step1 once, then each set scored. A toolkit failure on one set is recorded
     in its Score and the task goes on in a fresh toolkit process."""
-    from workbench.runners.markall import infer_row
-
     scores: list[Score] = []
     session = None
     try:
         for layers in layer_sets:
             if session is None:
                 try:
-                    session, files = _step1(job)
+                    session, files = step1_session(job)
                 except ToolkitError as err:  # nothing in this batch can be built
                     error = "step1: " + _first_line(err)
                     return scores + [Score(tuple(s), error=error) for s in layer_sets[len(scores) :]]
             try:
-                _, log = session.call("hybrid_step2", **files, float_layers=list(layers), verbose=True)
-                got = [infer_row(session, job.model, job.config, row) for row in job.samples.rows]
+                scores.append(score_step2(session, files, job, layers))
             except ToolkitError as err:
                 if session is not None:
                     session.close()
                 session = None
                 scores.append(Score(tuple(layers), error=_first_line(err)))
-                continue
-            scores.append(_score(tuple(layers), job.expected, got, log, job))
     finally:
         if session is not None:
             session.close()
     return scores
+
+
+def score_step2(session: ToolkitSession, files: dict, job: SweepJob, layers: Sequence[str]) -> Score:
+    """One set scored in a session where step 1 ran (``files``: what it wrote): hybrid step
+    2 with ``layers`` in float16 (what ``build`` with float_layers runs after its own step 1),
+    then the simulator on the job's samples.
+
+    Raises:
+        ToolkitError: the toolkit refused the set, crashed or timed out.
+    """
+    from workbench.runners.markall import infer_row
+
+    _, log = session.call("hybrid_step2", **files, float_layers=list(layers), verbose=True)
+    got = [infer_row(session, job.model, job.config, row) for row in job.samples.rows]
+    return score_outputs(tuple(layers), job.expected, got, log, job)
 
 
 def evaluate(
@@ -168,7 +178,7 @@ def score_config(job: SweepJob, config: BuildConfig) -> Score:
     with ToolkitSession(timeout=1800) as session:
         log = build(session, job.model, config, job.calibration)
         got = [infer_row(session, job.model, config, row) for row in job.samples.rows]
-    return _score(tuple(float16_tensors(log)), job.expected, got, log, job)
+    return score_outputs(tuple(float16_tensors(log)), job.expected, got, log, job)
 
 
 def float16_tensors(build_log: str) -> list[str]:
@@ -197,7 +207,7 @@ def quantized_candidates(job: SweepJob) -> list[str]:
     saved = SweepStore(job.key).path.with_suffix(".candidates.json")
     if saved.exists():
         return json.loads(saved.read_text())
-    session, files = _step1(job)
+    session, files = step1_session(job)
     try:
         found = quantized_tensors(files["cfg"], job.model)
     finally:
@@ -242,7 +252,13 @@ class SweepStore:
         self.path.unlink(missing_ok=True)
 
 
-def _step1(job: SweepJob) -> tuple[ToolkitSession, dict]:
+def step1_session(job: SweepJob) -> tuple[ToolkitSession, dict]:
+    """A toolkit session in which step 1 ran for ``job``, and the paths of the files it
+    wrote (keys model, data, cfg). The caller closes the session.
+
+    Raises:
+        ToolkitError: step 1 failed (the session is closed then).
+    """
     session = ToolkitSession(timeout=1800)
     try:
         files = hybrid_step1(session, job.model, job.config, job.calibration)
@@ -252,7 +268,10 @@ def _step1(job: SweepJob) -> tuple[ToolkitSession, dict]:
     return session, files
 
 
-def _score(layers: tuple[str, ...], expected, got, log: str, job: SweepJob | None = None) -> Score:
+def score_outputs(layers: tuple[str, ...], expected, got, log: str, job: SweepJob | None = None) -> Score:
+    """The Score of outputs ``got`` (per sample, in the model's output order) against float's
+    ``expected``; cycles from the build ``log``'s layer table ("" for none), the agreement of
+    the answers with the job's task adapter."""
     per_sample = [[tensor_metrics(e, g) for e, g in zip(exp, out)] for exp, out in zip(expected, got)]
     flags = {m["flag"] for s in per_sample for m in s} & {"nonfinite", "size-mismatch"}
     if flags:  # NaN/Inf or a wrong-sized output: not a score to rank or to meet a target with
