@@ -51,3 +51,50 @@ def test_folder_without_images(panel, tmp_path):
     panel.folder.value = str(tmp_path)
     panel.load_images()
     assert panel.images.children == () and "No images" in panel.status.value
+
+
+def test_emulated_what_ifs_and_their_toolkit_confirmation(panel):
+    """Emulate mode: a new setting costs one step 1, a float16 choice only onnxruntime; the
+    numbers are the emulator runner's, and confirm adds the toolkit's beside them."""
+    from workbench.compare.metrics import tensor_metrics
+    from workbench.emulate.runner import EmulatorRunner
+    from workbench.runners.float import FloatRunner
+
+    assert panel.mode.value == "emulate"
+    int8 = panel.run()
+    assert int8 is not None and int8.quantized_backend == "emulator", panel.status.value
+    assert "relu1_out" in dict(panel.float16.options).values()
+    panel.float16.value = ("relu1_out",)
+    hybrid = panel.run()
+    assert hybrid is not None and len(panel._emulators) == 1  # no second step 1
+    assert hybrid.meta["float16"] == ["conv1_out", "relu1_out"]  # the whole conv + relu layer
+    assert "+ 2 float16" in panel.results[-1][0] and "done in" in panel.status.value
+
+    # the per-layer and output numbers are the emulator runner's, against float
+    config, calibration, samples, _ = panel._last
+    variant = EmulatorRunner(panel.model, config, calibration)  # config.float_layers: the what-if
+    row = samples.rows[0]
+    expected = FloatRunner(panel.model, config.preprocess).run(row)
+    got = variant.run(row)
+    table = hybrid.table.set_index("layer")
+    for layer in ("relu1_out", "y"):
+        assert table.at[layer, "sqnr_db"] == pytest.approx(
+            tensor_metrics(expected[layer], got[layer])["sqnr_db"]
+        )
+    assert f"y {table.at['y', 'sqnr_db']:.1f} dB" in panel.status.value
+    assert table.at["y", "sqnr_db"] != pytest.approx(int8.table.set_index("layer").at["y", "sqnr_db"])
+
+    confirmed = panel.confirm()
+    assert confirmed is not None and confirmed.quantized_backend == "simulator"
+    assert "(toolkit)" in panel.results[-1][0] and len(panel.timings) == 3
+    toolkit_db = confirmed.summary().set_index("layer").at["y", "sqnr_db_mean"]
+    text = panel.status.value
+    assert f"emulator {table.at['y', 'sqnr_db']:.1f} dB, toolkit {toolkit_db:.1f} dB" in text
+    assert toolkit_db == pytest.approx(table.at["y", "sqnr_db"], abs=0.5)  # tiny models: exact arithmetic
+
+
+def test_per_layer_weights_run_on_the_toolkit(panel):
+    panel.method.value = "layer"
+    result = panel.run()
+    assert result is not None and result.quantized_backend == "simulator"
+    assert "per-layer weights" in panel.status.value and panel.confirm_button.disabled

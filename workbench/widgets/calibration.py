@@ -1,13 +1,21 @@
 """CalibrationPanel: pick calibration images and settings, run, watch per-layer SQNR.
 
 Every run is kept: the figure shows all of them, so two calibrations compare side by
-side. The work is ``compute_divergence`` (cached by content, so re-running an identical
-configuration is instant); errors appear in the panel with their message, never as a
-traceback that kills the flow.
+side. Errors appear in the panel with their message, never as a traceback that kills the flow.
+
+Modes: "emulate" (the default) answers what-ifs at emulator speed: a new setting
+(algorithm, calibration images, preprocessing) costs one toolkit step 1 (seconds; kept per
+setting, in memory and on disk), a setting seen before or a float16 choice of layers costs
+only onnxruntime (the float tensors are kept too). "confirm with the toolkit" then runs the
+same setting on the simulator (mark-all) and shows both output SQNRs. Per-layer weights
+(method "layer") and dtypes other than w8a8 are not emulated: they run on the toolkit.
+"mark-all" and "snapshot" are ``compute_divergence`` (cached by content).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 
 import ipywidgets as w
@@ -15,6 +23,7 @@ import plotly.graph_objects as go
 
 from workbench.compare.divergence import Divergence, compute_divergence
 from workbench.datasets import CalibrationSet, datasets_dir
+from workbench.emulate.whatif import emulated_divergence, layer_unit
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
 from workbench.preprocess import IMAGE_SUFFIXES, Preprocess
@@ -50,10 +59,21 @@ class CalibrationPanel:
         self.mean = w.Text(_fmt(pre.mean), description="mean")
         self.std = w.Text(_fmt(pre.std), description="std")
         self.bgr = w.Checkbox(pre.rgb2bgr, description="model takes BGR")
-        self.mode = w.Dropdown(options=["mark-all", "snapshot"], value="mark-all", description="mode")
+        self.mode = w.Dropdown(
+            options=["emulate", "mark-all", "snapshot"], value="emulate", description="mode"
+        )
         self.samples = w.IntSlider(2, min=1, max=12, description="compare on")
+        #: layers kept in float16 (emulate mode), filled with the last run's layers, worst first
+        self.float16 = w.SelectMultiple(options=[], description="float16", rows=4)
         self.run_button = w.Button(description="Run", button_style="primary", icon="play")
         self.run_button.on_click(lambda _: self.run())
+        self.confirm_button = w.Button(description="confirm with the toolkit", icon="check", disabled=True)
+        self.confirm_button.on_click(lambda _: self.confirm())
+        #: (label, seconds) of every run, the toolkit confirmations included
+        self.timings: list[tuple[str, float]] = []
+        self._emulators: dict = {}  # per setting (float16 aside): its EmulatorRunner
+        self._floats: dict = {}  # per preprocessing: {row: float tensors}
+        self._last: tuple | None = None  # the last emulated run: config, calibration, samples, result
         self.progress = w.IntProgress(0, min=0, max=1, description="progress")
         self.status = w.HTML()
         self.figure = go.FigureWidget(
@@ -71,7 +91,8 @@ class CalibrationPanel:
                 self.images,
                 w.HBox([self.platform, self.dtype, self.algorithm, self.method]),
                 w.HBox([self.mean, self.std, self.bgr]),
-                w.HBox([self.mode, self.samples, self.run_button]),
+                w.HBox([self.mode, self.samples, self.float16]),
+                w.HBox([self.run_button, self.confirm_button]),
                 w.HBox([self.progress, self.status]),
                 self.figure,
             ]
@@ -118,8 +139,10 @@ class CalibrationPanel:
         )
 
     def run(self) -> Divergence | None:
-        """Build, compare and add the run to the figure; errors go to the status line."""
+        """Build (or emulate), compare and add the run to the figure; errors go to the
+        status line. The status says how long the run took (``timings`` keeps it)."""
         self.run_button.disabled = True
+        started = time.perf_counter()
         try:
             calibration = self.selected()
             if not len(calibration):
@@ -127,34 +150,122 @@ class CalibrationPanel:
             config = self.config()
             samples = calibration.head(self.samples.value)
             self.progress.max, self.progress.value = len(samples), 0
-            self._say("building and comparing ...")
-            result = compute_divergence(
-                self.model,
-                config,
-                calibration,
-                samples,
-                mode=self.mode.value,
-                progress=False,
-                on_sample=lambda done, total: setattr(self.progress, "value", done),
-            )
+            mode, why = self._mode(config)
+            if mode == "emulate":
+                config, result = self._emulate(config, calibration, samples)
+            else:
+                self._say(f"building and comparing{why} ...")
+                result = self._toolkit(config, calibration, samples, mode)
         except WorkbenchError as err:
             self._say(str(err), error=True)
             return None
         finally:
             self.run_button.disabled = False
-        label = (
-            f"#{len(self.results) + 1} {config.quantized_dtype} {config.quantized_algorithm}/"
-            f"{config.quantized_method}, {len(calibration)} images"
-        )
-        self.results.append((label, result))
-        self._add_trace(label, result)
+        seconds = time.perf_counter() - started
+        label = self._label(config, calibration, "emulator" if mode == "emulate" else mode)
+        self._add(label, result, seconds)
+        self._last = (config, calibration, samples, result) if mode == "emulate" else None
+        self.confirm_button.disabled = self._last is None
+        self._offer_layers(result)
         worst = result.worst(1)
         self._say(
-            f"done: {label}; worst layer {worst.layer.iloc[0]} ({worst.sqnr_db_mean.iloc[0]:.1f} dB)"
-            if len(worst)
-            else f"done: {label}"
+            f"done in {seconds:.2f} s: {label}{why}; "
+            + (
+                f"worst layer {worst.layer.iloc[0]} ({worst.sqnr_db_mean.iloc[0]:.1f} dB); "
+                if len(worst)
+                else ""
+            )
+            + _outputs_text(result)
+            + ("; emulated: confirm with the toolkit before acting on it" if mode == "emulate" else "")
         )
         return result
+
+    def confirm(self) -> Divergence | None:
+        """Run the last emulated setting (float16 layers included) on the toolkit
+        (mark-all), add it to the figure and show both output SQNRs side by side."""
+        if self._last is None:
+            self._say("Run in emulate mode first: confirm checks the last emulated run.", error=True)
+            return None
+        config, calibration, samples, emulated = self._last
+        self.confirm_button.disabled = True
+        started = time.perf_counter()
+        self._say("confirming with the toolkit (one build) ...")
+        try:
+            result = self._toolkit(config, calibration, samples, "mark-all")
+        except WorkbenchError as err:
+            self._say(str(err), error=True)
+            self.confirm_button.disabled = False
+            return None
+        seconds = time.perf_counter() - started
+        label = self._label(config, calibration, "toolkit")
+        self._add(label, result, seconds)
+        self._say(f"confirmed in {seconds:.1f} s: {label}; output SQNR {_side_by_side(emulated, result)}")
+        return result
+
+    def _mode(self, config: BuildConfig) -> tuple[str, str]:
+        """The mode a run takes, and why, when emulate must give way to the toolkit."""
+        if self.mode.value != "emulate":
+            return self.mode.value, ""
+        if config.quantized_dtype != "w8a8" or config.quantized_method != "channel":
+            return "mark-all", (
+                f" on the toolkit ({config.quantized_dtype}, per-{config.quantized_method} weights: "
+                "the emulator does w8a8 with per-channel weights)"
+            )
+        return "emulate", ""
+
+    def _emulate(self, config: BuildConfig, calibration: CalibrationSet, samples: CalibrationSet):
+        """The per-layer run of the emulator for ``config`` with the chosen float16 layers:
+        step 1 once per setting, then onnxruntime only. Returns (the config with its float16
+        tensors, the Divergence)."""
+        from workbench.emulate.runner import EmulatorRunner
+
+        key = (config.digest(), tuple(calibration.rows))
+        runner = self._emulators.get(key)
+        if runner is None:
+            self._say("the toolkit's step 1 for this setting (once) ...")
+            runner = self._emulators[key] = EmulatorRunner(self.model, config, calibration)
+        layers = tuple(dict.fromkeys(t for layer in self.float16.value for t in layer_unit(runner, layer)))
+        variant = runner.variant(layers) if layers else runner
+        config = dataclasses.replace(config, float_layers=layers)
+        floats = self._floats.setdefault(repr(config.preprocess), {})
+        self._say("emulating ...")
+        result = emulated_divergence(
+            self.model, config, calibration, samples, variant, floats,
+            on_sample=lambda done, total: setattr(self.progress, "value", done),
+        )  # fmt: skip
+        return config, result
+
+    def _toolkit(self, config, calibration, samples, mode: str) -> Divergence:
+        return compute_divergence(
+            self.model,
+            config,
+            calibration,
+            samples,
+            mode=mode,
+            progress=False,
+            on_sample=lambda done, total: setattr(self.progress, "value", done),
+        )
+
+    def _label(self, config: BuildConfig, calibration: CalibrationSet, by: str) -> str:
+        hybrid = f" + {len(config.float_layers)} float16" if config.float_layers else ""
+        return (
+            f"#{len(self.results) + 1} {config.quantized_dtype} {config.quantized_algorithm}/"
+            f"{config.quantized_method}{hybrid}, {len(calibration)} images ({by})"
+        )
+
+    def _add(self, label: str, result: Divergence, seconds: float) -> None:
+        self.results.append((label, result))
+        self.timings.append((label, seconds))
+        self._add_trace(label, result)
+
+    def _offer_layers(self, result: Divergence) -> None:
+        """The float16 choices: the run's compared layers, worst first (choices kept)."""
+        summary = result.summary().sort_values("sqnr_db_mean")
+        chosen = self.float16.value
+        self.float16.options = [
+            (f"{r.layer} ({r.sqnr_db_mean:.1f} dB)", r.layer) for r in summary.itertuples()
+        ]
+        self.float16.value = tuple(v for v in chosen if v in set(summary.layer))
 
     def _add_trace(self, label: str, result: Divergence) -> None:
         summary = result.summary()
@@ -172,6 +283,27 @@ class CalibrationPanel:
 
         colour = "#c62828" if error else "#2e7d32"
         self.status.value = f"<span style='color:{colour}'>{html.escape(text)}</span>"
+
+
+def _output_sqnr(result: Divergence) -> dict[str, float]:
+    """{model output: mean SQNR over the run's samples}."""
+    summary = result.summary()
+    outputs = summary[summary.layer.isin(result.meta.get("model", {}).get("outputs", {}))]
+    return dict(zip(outputs.layer, outputs.sqnr_db_mean))
+
+
+def _outputs_text(result: Divergence) -> str:
+    found = _output_sqnr(result)
+    return "output SQNR " + ", ".join(f"{k} {v:.1f} dB" for k, v in found.items()) if found else ""
+
+
+def _side_by_side(emulated: Divergence, confirmed: Divergence) -> str:
+    """Per model output: the emulator's and the toolkit's SQNR."""
+    emu, tk = _output_sqnr(emulated), _output_sqnr(confirmed)
+    return "; ".join(
+        f"{name}: emulator {emu.get(name, float('nan')):.1f} dB, toolkit {db:.1f} dB"
+        for name, db in tk.items()
+    )
 
 
 def _fmt(values) -> str:
