@@ -1,6 +1,7 @@
 """DivergenceExplorer: filters redraw the per-layer plot; a click shows the layer's
 tensors and rings it in the graph; a run reopened from disk can be explored."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -182,3 +183,48 @@ def test_headline_leads_with_the_answers():
     assert text.index("Verdict") < text.index("answers differ") < text.index("Where") < text.index("Next")
     assert "SQNR" not in text.split("Where")[0]  # the answers lead, not the output SQNR
     assert "what-if" in text.split("Next")[1]
+
+
+def test_what_ifs_score_the_answers_samples_spread_evenly(tiny_models):
+    import pandas as pd
+
+    from workbench.task.evaluate import TaskResult
+    from workbench.widgets.explorer import WHATIF_SAMPLES, _whatif_samples
+
+    rows = [
+        {"sample": i, "path": f"/d/{i}.jpg", "backend": b, "status": "ok", "prediction": "a", "label": None,
+         "correct": None, "agree": None if b == "float" else True, "error": None}
+        for i in range(40)
+        for b in ("float", "simulator")
+    ]  # fmt: skip
+    answers = TaskResult(pd.DataFrame(rows), {"task": "classification"})
+    model = tiny_models["residual-add"]
+    samples, adapter = _whatif_samples(model, [("/run/0.jpg",)], answers, None)
+    picked = [int(Path(r[0]).stem) for r in samples.rows]
+    assert len(picked) == WHATIF_SAMPLES == len(set(picked)) and picked[0] == 0 and picked[-1] == 39
+    assert adapter.name == "classification"
+    samples, adapter = _whatif_samples(model, [("/run/0.jpg",)], None, None)
+    assert samples.rows == [("/run/0.jpg",)] and adapter is None  # no answers: the run's samples
+
+
+def test_the_what_if_table_puts_emulator_and_toolkit_side_by_side():
+    from workbench.emulate.whatif import WhatIf
+    from workbench.fix.evaluate import Score
+    from workbench.widgets.explorer import whatif_html
+
+    state = {
+        "layer": "relu1_out",
+        "unit": ("conv1_out", "relu1_out"),
+        "base": WhatIf((), 20.04, 0.75, 0.1),
+        "emulator": WhatIf(("conv1_out", "relu1_out"), 31.26, 1.0, 0.2),
+        "toolkit": Score(("conv1_out", "relu1_out"), sqnr_db=31.2, agreement=1.0, cycles=100),
+    }
+    text = whatif_html(state, answers=True)
+    cells = [row.split("</td><td>") for row in text.split("<tr><td>")[1:]]
+    assert [c[:4] for c in cells] == [
+        ["int8 now", "emulator", "20.0 dB", "75 %"],
+        ["relu1_out in float16", "emulator", "31.3 dB", "100 %"],
+        ["relu1_out in float16", "toolkit", "31.2 dB", "100 %"],
+    ]
+    assert "answers agree" in text and "conv1_out, relu1_out" in text
+    assert "answers agree" not in whatif_html(state, answers=False)
