@@ -73,6 +73,7 @@ class CalibrationPanel:
         self.timings: list[tuple[str, float]] = []
         self._emulators: dict = {}  # per setting (float16 aside): its EmulatorRunner
         self._floats: dict = {}  # per preprocessing: {row: float tensors}
+        self._runs: dict = {}  # emulated runs by setting, float16 layers and samples
         self._last: tuple | None = None  # the last emulated run: config, calibration, samples, result
         self.progress = w.IntProgress(0, min=0, max=1, description="progress")
         self.status = w.HTML()
@@ -163,11 +164,12 @@ class CalibrationPanel:
             self.run_button.disabled = False
         seconds = time.perf_counter() - started
         label = self._label(config, calibration, "emulator" if mode == "emulate" else mode)
-        self._add(label, result, seconds)
+        summary = result.summary()  # once: on yolov8n each costs ~0.1 s
+        self._add(label, result, seconds, summary)
         self._last = (config, calibration, samples, result) if mode == "emulate" else None
         self.confirm_button.disabled = self._last is None
-        self._offer_layers(result)
-        worst = result.worst(1)
+        self._offer_layers(summary)
+        worst = summary.nsmallest(1, "sqnr_db_mean")
         self._say(
             f"done in {seconds:.2f} s: {label}{why}; "
             + (
@@ -175,7 +177,7 @@ class CalibrationPanel:
                 if len(worst)
                 else ""
             )
-            + _outputs_text(result)
+            + _outputs_text(result, summary)
             + ("; emulated: confirm with the toolkit before acting on it" if mode == "emulate" else "")
         )
         return result
@@ -198,7 +200,7 @@ class CalibrationPanel:
             return None
         seconds = time.perf_counter() - started
         label = self._label(config, calibration, "toolkit")
-        self._add(label, result, seconds)
+        self._add(label, result, seconds, result.summary())
         self._say(f"confirmed in {seconds:.1f} s: {label}; output SQNR {_side_by_side(emulated, result)}")
         return result
 
@@ -216,7 +218,7 @@ class CalibrationPanel:
     def _emulate(self, config: BuildConfig, calibration: CalibrationSet, samples: CalibrationSet):
         """The per-layer run of the emulator for ``config`` with the chosen float16 layers:
         step 1 once per setting, then onnxruntime only. Returns (the config with its float16
-        tensors, the Divergence)."""
+        tensors, the Divergence). An identical earlier run is given back as it was."""
         from workbench.emulate.runner import EmulatorRunner
 
         key = (config.digest(), tuple(calibration.rows))
@@ -225,15 +227,18 @@ class CalibrationPanel:
             self._say("the toolkit's step 1 for this setting (once) ...")
             runner = self._emulators[key] = EmulatorRunner(self.model, config, calibration)
         layers = tuple(dict.fromkeys(t for layer in self.float16.value for t in layer_unit(runner, layer)))
-        variant = runner.variant(layers) if layers else runner
         config = dataclasses.replace(config, float_layers=layers)
-        floats = self._floats.setdefault(repr(config.preprocess), {})
-        self._say("emulating ...")
-        result = emulated_divergence(
-            self.model, config, calibration, samples, variant, floats,
-            on_sample=lambda done, total: setattr(self.progress, "value", done),
-        )  # fmt: skip
-        return config, result
+        done = (config.digest(), tuple(calibration.rows), tuple(samples.rows))
+        if done not in self._runs:
+            variant = runner.variant(layers) if layers else runner
+            floats = self._floats.setdefault(repr(config.preprocess), {})
+            self._say("emulating ...")
+            self._runs[done] = emulated_divergence(
+                self.model, config, calibration, samples, variant, floats,
+                on_sample=lambda n, total: setattr(self.progress, "value", n),
+            )  # fmt: skip
+        self.progress.value = self.progress.max
+        return config, self._runs[done]
 
     def _toolkit(self, config, calibration, samples, mode: str) -> Divergence:
         return compute_divergence(
@@ -253,22 +258,21 @@ class CalibrationPanel:
             f"{config.quantized_method}{hybrid}, {len(calibration)} images ({by})"
         )
 
-    def _add(self, label: str, result: Divergence, seconds: float) -> None:
+    def _add(self, label: str, result: Divergence, seconds: float, summary) -> None:
         self.results.append((label, result))
         self.timings.append((label, seconds))
-        self._add_trace(label, result)
+        self._add_trace(label, summary)
 
-    def _offer_layers(self, result: Divergence) -> None:
+    def _offer_layers(self, summary) -> None:
         """The float16 choices: the run's compared layers, worst first (choices kept)."""
-        summary = result.summary().sort_values("sqnr_db_mean")
+        summary = summary.sort_values("sqnr_db_mean")
         chosen = self.float16.value
         self.float16.options = [
             (f"{r.layer} ({r.sqnr_db_mean:.1f} dB)", r.layer) for r in summary.itertuples()
         ]
         self.float16.value = tuple(v for v in chosen if v in set(summary.layer))
 
-    def _add_trace(self, label: str, result: Divergence) -> None:
-        summary = result.summary()
+    def _add_trace(self, label: str, summary) -> None:
         self.figure.add_scatter(
             x=list(summary["index"]),
             y=list(summary.sqnr_db_mean),
@@ -285,15 +289,15 @@ class CalibrationPanel:
         self.status.value = f"<span style='color:{colour}'>{html.escape(text)}</span>"
 
 
-def _output_sqnr(result: Divergence) -> dict[str, float]:
-    """{model output: mean SQNR over the run's samples}."""
-    summary = result.summary()
+def _output_sqnr(result: Divergence, summary=None) -> dict[str, float]:
+    """{model output: mean SQNR over the run's samples} (``summary``: the run's, if known)."""
+    summary = result.summary() if summary is None else summary
     outputs = summary[summary.layer.isin(result.meta.get("model", {}).get("outputs", {}))]
     return dict(zip(outputs.layer, outputs.sqnr_db_mean))
 
 
-def _outputs_text(result: Divergence) -> str:
-    found = _output_sqnr(result)
+def _outputs_text(result: Divergence, summary=None) -> str:
+    found = _output_sqnr(result, summary)
     return "output SQNR " + ", ".join(f"{k} {v:.1f} dB" for k, v in found.items()) if found else ""
 
 
