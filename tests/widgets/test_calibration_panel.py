@@ -6,9 +6,16 @@ from workbench.widgets.calibration import CalibrationPanel
 pytestmark = pytest.mark.toolkit
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache for the module: the tests share step 1 and the toolkit runs of a setting."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RKNN_WORKBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture
-def panel(tiny_models, tmp_path, monkeypatch):
-    monkeypatch.setenv("RKNN_WORKBENCH_CACHE", str(tmp_path / "cache"))
+def panel(tiny_models, cache):
     panel = CalibrationPanel(tiny_models["conv-relu-sigmoid"], Preprocess((127.5,) * 3, (64.0,) * 3))
     for cell in panel.images.children[3:]:
         cell.children[1].value = False  # keep three images
@@ -98,3 +105,16 @@ def test_per_layer_weights_run_on_the_toolkit(panel):
     result = panel.run()
     assert result is not None and result.quantized_backend == "simulator"
     assert "per-layer weights" in panel.status.value and panel.confirm_button.disabled
+
+
+def test_a_setting_the_emulator_is_unfaithful_on_runs_on_the_toolkit(panel):
+    from workbench.emulate.quantize import RULES_2_5_0
+
+    panel.rules = RULES_2_5_0.with_changes(fuse=frozenset())  # a wrong rule: nothing fuses
+    panel.float16.options = [("relu1_out", "relu1_out")]
+    panel.float16.value = ("relu1_out",)
+    result = panel.run()
+    assert result is not None and result.quantized_backend == "simulator"
+    assert "NOT faithful" in panel.status.value and "(mark-all)" in panel.results[-1][0]
+    assert "relu1_out" in result.meta["config"]["float_layers"]  # the float16 choice, built
+    assert panel.confirm_button.disabled  # already the toolkit's
