@@ -30,6 +30,7 @@ def test_thumbnails_for_the_bundled_photographs(panel):
 
 
 def test_runs_keep_earlier_results_for_comparison(panel):
+    panel.mode.value = "mark-all"
     first = panel.run()
     assert first is not None and panel.progress.value == panel.progress.max == 1
     panel.algorithm.value = "mmse"

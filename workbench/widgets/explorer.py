@@ -4,9 +4,11 @@ Clicking a layer in the per-layer plot shows that layer's float and quantized te
 (scatter, histograms, per-channel SQNR) and highlights the layer in the graph view.
 Dropdowns pick the backend, the metric and the sample (or the mean over samples).
 A clicked layer can be kept in float16 as a what-if: the emulator (built once, on the first
-what-if, and checked against the simulator) answers in well under a second with the model's
-output SQNR and, with a task adapter, the answers' agreement; one toolkit build confirms it,
-both numbers side by side. An emulator the check finds unfaithful is not offered.
+what-if, and checked against the simulator) answers with the model's output SQNR and, with a
+task adapter, the answers' agreement in onnxruntime time (measured on a busy 2-core machine:
+1.1 s for 32 lcnet-orientation samples, 1.8 s for 12 yolov8n ones, against 13-36 s for the
+toolkit build); one toolkit build confirms it, both numbers side by side. An emulator the
+check finds unfaithful is not offered.
 
 The per-layer numbers come from the saved Divergence; the tensors of a clicked layer are
 computed on demand (onnxruntime, and one simulator build kept for the explorer's life),
@@ -36,8 +38,8 @@ from workbench.viz.graph import graph_figure, graph_layout
 from workbench.viz.plots import tensor_figure
 
 MEAN = "mean over samples"
-#: What-ifs score at most this many of the answers' samples (evenly spread), to answer in well
-#: under a second: ~20 ms per lcnet-orientation sample in the emulator (56 took 1.0 s).
+#: What-ifs score at most this many of the answers' samples (evenly spread): each costs one
+#: emulator run (20-35 ms for lcnet-orientation, 50-150 ms for yolov8n, measured).
 WHATIF_SAMPLES = 32
 
 
@@ -414,7 +416,7 @@ def _whatif_samples(model, rows, answers, adapter):
 
 def whatif_html(state: dict, fidelity=None, answers: bool = False) -> str:
     """The what-if panel as HTML: a table with the int8 model, the layer in float16 on the
-    emulator and, once confirmed, on the toolkit (output SQNR, agreement, cycles)."""
+    emulator and, once confirmed, on the toolkit (output SQNR, agreement, time or cycles)."""
     layer = html.escape(state.get("layer") or "")
     lines = []
     if fidelity is not None and not fidelity.ok:
@@ -430,8 +432,8 @@ def whatif_html(state: dict, fidelity=None, answers: bool = False) -> str:
     rows = [
         ("int8 now", "emulator", state.get("base")),
         (f"{layer} in float16", "emulator", state.get("emulator")),
+        (f"{layer} in float16", "toolkit", state.get("toolkit")),
     ]
-    rows.append((f"{layer} in float16", "toolkit", state.get("toolkit")))
     cells = []
     for what, backend, score in rows:
         if score is None:
@@ -442,7 +444,9 @@ def whatif_html(state: dict, fidelity=None, answers: bool = False) -> str:
             )
             continue
         agree = "" if score.agreement is None else f"{100 * score.agreement:.0f} %"
-        seconds = f"{score.seconds:.2f} s" if hasattr(score, "seconds") else "one build"
+        seconds = (
+            f"{score.seconds:.2f} s" if hasattr(score, "seconds") else f"one build, {score.cycles} cycles"
+        )
         cells.append(
             f"<tr><td>{what}</td><td>{backend}</td><td>{score.sqnr_db:.1f} dB</td>"
             + (f"<td>{agree}</td>" if answers else "")
@@ -450,7 +454,7 @@ def whatif_html(state: dict, fidelity=None, answers: bool = False) -> str:
         )
     if cells:
         head = "<th>model</th><th>by</th><th>output SQNR</th>" + ("<th>answers agree</th>" if answers else "")
-        lines.append(f"<table><tr>{head}<th>took</th></tr>{''.join(cells)}</table>")
+        lines.append(f"<table><tr>{head}<th>cost</th></tr>{''.join(cells)}</table>")
     if state.get("unit"):
         lines.append("float16 tensors (the toolkit's names): " + html.escape(", ".join(state["unit"])))
     return "<br>".join(lines)
