@@ -1,12 +1,14 @@
 """DivergenceExplorer: filters redraw the per-layer plot; a click shows the layer's
 tensors and rings it in the graph; a run reopened from disk can be explored."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from workbench.compare.divergence import compute_divergence
+from workbench.compare.metrics import tensor_metrics
 from workbench.compare.result import Divergence
 from workbench.preprocess import Preprocess
 from workbench.rknn.config import BuildConfig
@@ -67,11 +69,8 @@ def test_sample_filter_follows_the_clicked_layer(explorer):
     explorer.sample.value = MEAN
 
 
-def test_headline_leads_with_the_output_then_the_origins():
+def _three_layer_run() -> Divergence:
     import pandas as pd
-
-    from workbench.compare.result import Divergence
-    from workbench.widgets.explorer import headline
 
     rows = [
         {
@@ -89,10 +88,144 @@ def test_headline_leads_with_the_output_then_the_origins():
         }
         for i, (name, db) in enumerate([("a", 40.0), ("b", 12.0), ("y", 11.0)])
     ]
-    result = Divergence(
+    return Divergence(
         pd.DataFrame(rows), {"model": {"outputs": {"y": [1, 8]}}, "parents": {"b": ["a"], "y": ["b"]}}
     )
-    text = headline(result)
+
+
+def test_headline_leads_with_the_output_then_the_origins():
+    from workbench.widgets.explorer import headline
+
+    text = headline(_three_layer_run())
     assert "model output y: SQNR 11.0 dB mean" in text
     assert text.index("Verdict") < text.index("Where") < text.index("Next")
     assert "b (Conv" in text  # the layer that makes the error
+
+
+def test_what_if_is_the_emulators_number_and_confirm_shows_the_toolkits(explorer, small_set):
+    from workbench.emulate.runner import EmulatorRunner
+    from workbench.fix.evaluate import prepare_job
+
+    click(explorer, "relu1_out")
+    assert explorer._whatif_box.layout.display is None and explorer.confirm_button.disabled
+    explorer.what_if_button.click()
+    assert explorer.whatifs.faithful, explorer.whatif_status.value
+    shown = explorer._whatif["emulator"]
+    assert shown.layers == ("conv1_out", "relu1_out")  # the whole conv + relu layer
+
+    # the same numbers straight from the emulator runner
+    model, config = explorer.model, explorer.whatifs.config
+    samples = small_set.head(2)  # the run's samples (no answers given)
+    job = prepare_job(model, config, small_set, samples)
+    runner = EmulatorRunner(model, config, small_set)
+    for layers, score in [(shown.layers, shown), ((), explorer._whatif["base"])]:
+        variant = runner.variant(layers) if layers else runner
+        db = [
+            tensor_metrics(expected[0], variant.outputs(row)["y"])["sqnr_db"]
+            for expected, row in zip(job.expected, samples.rows)
+        ]
+        assert score.sqnr_db == pytest.approx(np.mean(db), abs=1e-9)
+        assert f"{score.sqnr_db:.1f} dB" in explorer.whatif_status.value
+    assert not explorer.confirm_button.disabled
+
+    explorer.confirm_button.click()
+    toolkit = explorer._whatif["toolkit"]
+    assert not toolkit.error and toolkit.cycles
+    assert "toolkit" in explorer.whatif_status.value
+    assert f"{toolkit.sqnr_db:.1f} dB" in explorer.whatif_status.value
+    # the emulator is the toolkit's arithmetic on this model: the two numbers agree
+    assert toolkit.sqnr_db == pytest.approx(shown.sqnr_db, abs=0.5)
+    assert explorer.confirm_button.disabled  # built once
+
+    click(explorer, "y")  # another layer: its own what-if, the emulator is not built again
+    emulator = explorer.whatifs.emulator
+    assert "toolkit" not in explorer._whatif and explorer.confirm_button.disabled
+    explorer.what_if_button.click()
+    assert explorer.whatifs.emulator is emulator and explorer._whatif["emulator"].layers[-1] == "y_int8"
+
+
+def test_an_unfaithful_emulator_offers_only_the_toolkit(explorer, small_set):
+    from workbench.emulate.quantize import RULES_2_5_0
+
+    again = DivergenceExplorer(explorer.result, explorer.model)
+    try:
+        # no panel, no axes before the first click
+        assert again._whatif_box.layout.display == "none" and again._detail_box.layout.display == "none"
+        again.whatifs.rules = RULES_2_5_0.with_changes(fuse=frozenset())  # a wrong rule: nothing fuses
+        again.selected = "relu1_out"
+        assert again.what_if() is None
+        assert not again.whatifs.faithful and "not faithful" in again.whatif_status.value
+        assert again.what_if_button.disabled and not again.confirm_button.disabled
+        score = again.confirm()
+        assert score is not None and not score.error
+        assert f"{score.sqnr_db:.1f} dB" in again.whatif_status.value and "emulator</td>" not in (
+            again.whatif_status.value
+        )
+    finally:
+        again.close()
+
+
+def test_headline_leads_with_the_answers():
+    import pandas as pd
+
+    from workbench.task.evaluate import TaskResult
+    from workbench.widgets.explorer import headline
+
+    rows = [
+        {"sample": i, "path": f"{i}.jpg", "backend": b, "status": "ok", "prediction": p, "label": None,
+         "correct": None, "agree": None if b == "float" else p == "cat", "error": None}
+        for i in range(4)
+        for b, p in [("float", "cat"), ("simulator", "cat" if i else "dog")]
+    ]  # fmt: skip
+    answers = TaskResult(pd.DataFrame(rows), {"task": "classification"})
+    result = _three_layer_run()
+    text = headline(result, answers)
+    assert "classification on 4 samples; simulator 1 of 4 answers differ from float" in text
+    assert text.index("Verdict") < text.index("answers differ") < text.index("Where") < text.index("Next")
+    assert "SQNR" not in text.split("Where")[0]  # the answers lead, not the output SQNR
+    assert "what-if" in text.split("Next")[1]
+
+
+def test_what_ifs_score_the_answers_samples_spread_evenly(tiny_models):
+    import pandas as pd
+
+    from workbench.task.evaluate import TaskResult
+    from workbench.widgets.explorer import WHATIF_SAMPLES, _whatif_samples
+
+    rows = [
+        {"sample": i, "path": f"/d/{i}.jpg", "backend": b, "status": "ok", "prediction": "a", "label": None,
+         "correct": None, "agree": None if b == "float" else True, "error": None}
+        for i in range(40)
+        for b in ("float", "simulator")
+    ]  # fmt: skip
+    answers = TaskResult(pd.DataFrame(rows), {"task": "classification"})
+    model = tiny_models["residual-add"]
+    samples, adapter = _whatif_samples(model, [("/run/0.jpg",)], answers, None)
+    picked = [int(Path(r[0]).stem) for r in samples.rows]
+    assert len(picked) == WHATIF_SAMPLES == len(set(picked)) and picked[0] == 0 and picked[-1] == 39
+    assert adapter.name == "classification"
+    samples, adapter = _whatif_samples(model, [("/run/0.jpg",)], None, None)
+    assert samples.rows == [("/run/0.jpg",)] and adapter is None  # no answers: the run's samples
+
+
+def test_the_what_if_table_puts_emulator_and_toolkit_side_by_side():
+    from workbench.emulate.whatif import WhatIf
+    from workbench.fix.evaluate import Score
+    from workbench.widgets.explorer import whatif_html
+
+    state = {
+        "layer": "relu1_out",
+        "unit": ("conv1_out", "relu1_out"),
+        "base": WhatIf((), 20.04, 0.75, 0.1),
+        "emulator": WhatIf(("conv1_out", "relu1_out"), 31.26, 1.0, 0.2),
+        "toolkit": Score(("conv1_out", "relu1_out"), sqnr_db=31.2, agreement=1.0, cycles=100),
+    }
+    text = whatif_html(state, answers=True)
+    cells = [row.split("</td><td>") for row in text.split("<tr><td>")[1:]]
+    assert [c[:4] for c in cells] == [
+        ["int8 now", "emulator", "20.0 dB", "75 %"],
+        ["relu1_out in float16", "emulator", "31.3 dB", "100 %"],
+        ["relu1_out in float16", "toolkit", "31.2 dB", "100 %"],
+    ]
+    assert "answers agree" in text and "conv1_out, relu1_out" in text
+    assert "answers agree" not in whatif_html(state, answers=False)
