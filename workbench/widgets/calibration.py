@@ -273,7 +273,7 @@ class CalibrationPanel:
             config,
             calibration,
             samples,
-            mode=mode,
+            backend=mode,
             progress=False,
             on_sample=lambda done, total: setattr(self.progress, "value", done),
         )
