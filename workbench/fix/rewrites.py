@@ -122,11 +122,11 @@ def _input_channels(w: np.ndarray, group: int) -> list[tuple[slice, int]]:
     """For each input channel of a conv weight ``(out, in / group, kh, kw)``: the output
     rows that read it and its column."""
     per_group_in, per_group_out = w.shape[1], w.shape[0] // group
-    channels = per_group_in * group
-    return [
-        (slice((i // per_group_in) * per_group_out, (i // per_group_in + 1) * per_group_out), i % per_group_in)
-        for i in range(channels)
-    ]
+    out = []
+    for i in range(per_group_in * group):
+        g = i // per_group_in
+        out.append((slice(g * per_group_out, (g + 1) * per_group_out), i % per_group_in))
+    return out
 
 
 def _group(node) -> int:
