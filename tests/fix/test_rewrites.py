@@ -121,6 +121,38 @@ def test_pairs_through_a_non_homogeneous_activation_are_left_alone(activation):
     assert equalize(model) == (model, [])
 
 
+def test_batchnorm_folds_into_its_conv_by_hand_and_then_equalizes(small_set):
+    # conv1 -> BN -> Relu -> conv2: the BN scales channel c by gamma_c / sqrt(var_c + eps)
+    base = badly_scaled()
+    bn = {
+        "gamma": np.linspace(0.5, 2.0, 8).astype(np.float32),
+        "beta": np.linspace(-0.2, 0.2, 8).astype(np.float32),
+        "mean": np.linspace(-1.0, 1.0, 8).astype(np.float32),
+        "var": np.linspace(0.5, 4.0, 8).astype(np.float32),
+    }
+    graph = base.graph
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in bn.items())
+    graph.node[1].input[0] = "bn_out"
+    graph.node.insert(
+        1, helper.make_node("BatchNormalization", ["c1", *bn], ["bn_out"], name="bn", epsilon=1e-5)
+    )
+    model = OnnxModel.from_proto(base)
+    from workbench.fix.rewrites import fold_batchnorm
+
+    folded = fold_batchnorm(model)
+    assert [n.op_type for n in folded.proto.graph.node] == ["Conv", "Relu", "Conv"]
+    assert folded.proto.graph.node[0].output[0] == "bn_out"  # the name the toolkit gives it
+    w = _weights(folded)
+    k = bn["gamma"] / np.sqrt(bn["var"] + 1e-5)
+    b1 = _weights(model)["b1"]
+    np.testing.assert_allclose(w["conv1__folded_bias"], (b1 - bn["mean"]) * k + bn["beta"], rtol=1e-5)
+    np.testing.assert_allclose(w["w1"], _weights(model)["w1"] * k[:, None, None, None], rtol=1e-5)
+    equalized, pairs = equalize(model)
+    assert pairs == [ConvPair("conv1", "conv2", "Relu")]
+    for a, b in zip(_float_outputs(model, small_set.rows[:1]), _float_outputs(equalized, small_set.rows[:1])):
+        np.testing.assert_allclose(b, a, atol=1e-5 * np.abs(a).max())
+
+
 @pytest.mark.toolkit
 def test_equalization_gain_is_confirmed_by_the_simulator_under_per_tensor_quantization(small_set):
     from workbench.fix.evaluate import prepare_job, score_config

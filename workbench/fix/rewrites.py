@@ -43,6 +43,83 @@ class ConvPair:
     activation: str = ""  #: the positive-homogeneous op between them ("" when none)
 
 
+def fold_batchnorm(model: OnnxModel) -> OnnxModel:
+    """Every BatchNormalization that is a Conv's only reader folded into that Conv (the
+    toolkit does the same when it converts): ``w * g / sqrt(var + eps)`` and
+    ``(b - mean) * g / sqrt(var + eps) + beta``; the conv then writes the BN's output tensor,
+    the name the toolkit's graph gives it. Exact in float (up to rounding); the model itself
+    when there is nothing to fold. Constant nodes become initializers first (Paddle exports
+    hold their weights in Constant nodes)."""
+    proto = _constants_as_initializers(model.proto)
+    graph = proto.graph
+    inits = {i.name for i in graph.initializer}
+    readers: dict[str, list] = defaultdict(list)
+    for n in graph.node:
+        for i in n.input:
+            readers[i].append(n)
+    shared, outputs = _shared_initializers(graph), {o.name for o in graph.output}
+    folds = {}  # conv name -> its BN
+    for conv in graph.node:
+        users = readers.get(conv.output[0], []) if conv.op_type == "Conv" else []
+        if len(users) != 1 or users[0].op_type != "BatchNormalization" or conv.output[0] in outputs:
+            continue
+        bn = users[0]
+        params = [*conv.input[1:], *bn.input[1:5]]
+        if _is_conv(conv, inits) and all(p in inits and p not in shared for p in params if p):
+            folds[conv.name] = bn
+    if not folds:
+        return model
+    values = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in proto.graph.initializer}
+    folded_bns = {bn.name for bn in folds.values()}
+    for conv in proto.graph.node:
+        bn = folds.get(conv.name)
+        if bn is None:
+            continue
+        gamma, beta, mean, var = (values[n] for n in bn.input[1:5])
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        k = gamma / np.sqrt(var + eps)
+        w = values[conv.input[1]]
+        b = values[conv.input[2]] if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0])
+        _set_init(proto.graph, conv.input[1], w * k.reshape((-1,) + (1,) * (w.ndim - 1)))
+        bias = f"{conv.name}__folded_bias"
+        proto.graph.initializer.append(
+            numpy_helper.from_array(((b - mean) * k + beta).astype(np.float32), bias)
+        )
+        while len(conv.input) < 3:
+            conv.input.append("")
+        conv.input[2] = bias
+        conv.output[0] = bn.output[0]
+    kept = [n for n in proto.graph.node if n.name not in folded_bns]
+    del proto.graph.node[:]
+    proto.graph.node.extend(kept)
+    used = {i for n in proto.graph.node for i in n.input}
+    unused = [i for i in proto.graph.initializer if i.name not in used]
+    for init in unused:
+        proto.graph.initializer.remove(init)
+    return OnnxModel.from_proto(proto, model.inputs)
+
+
+def _constants_as_initializers(source: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``source`` whose Constant nodes holding a tensor are initializers."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(source)
+    kept = []
+    for n in proto.graph.node:
+        value = next((a.t for a in n.attribute if a.name == "value"), None)
+        if n.op_type == "Constant" and value is not None and not n.domain:
+            proto.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(value), n.output[0]))
+        else:
+            kept.append(n)
+    del proto.graph.node[:]
+    proto.graph.node.extend(kept)
+    return proto
+
+
+def _set_init(graph, name: str, value: np.ndarray) -> None:
+    init = next(i for i in graph.initializer if i.name == name)
+    init.CopyFrom(numpy_helper.from_array(value.astype(numpy_helper.to_array(init).dtype), name))
+
+
 def equalizable_pairs(model: OnnxModel) -> list[ConvPair]:
     """Conv -> [ReLU | LeakyReLU | PReLU] -> Conv chains where every tensor in between is read
     by the next op only (and is no graph output), both weights constant initializers."""
@@ -75,12 +152,15 @@ def equalize(model: OnnxModel, *, iterations: int = 20, tolerance: float = 1e-3)
     """Cross-layer equalization of every :func:`equalizable_pairs` pair, repeated until no
     scale moves by more than ``tolerance`` (chains share convs), at most ``iterations`` times.
 
+    BatchNormalizations after convs are folded first (:func:`fold_batchnorm`).
+
     Returns:
         (the rewritten model, the pairs equalized); the model itself when there are none.
     """
+    original, model = model, fold_batchnorm(model)
     pairs = equalizable_pairs(model)
     if not pairs:
-        return model, []
+        return original, []
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
     nodes = {n.name: n for n in proto.graph.node}
@@ -149,10 +229,11 @@ def correct_bias(
     model: OnnxModel, config: BuildConfig, calibration: CalibrationSet, *, emulator=None
 ) -> tuple[OnnxModel, dict[str, np.ndarray]]:
     """Empirical bias correction: for every conv of the toolkit's graph that is a conv of
-    ``model`` (same output tensor; BN-folded or split convs are not), the per-channel mean of
-    its emulated int8 output minus its float output over ``calibration`` is subtracted from
-    its bias. Convs are corrected by depth (a conv after every conv that feeds it), each
-    depth measured on the emulator with the shallower corrections in place.
+    ``model`` once its BatchNormalizations are folded (same output tensor; the toolkit's split
+    convs are not), the per-channel mean of its emulated int8 output minus its float output
+    over ``calibration`` is subtracted from its bias. Convs are corrected by depth (a conv
+    after every conv that feeds it), each depth measured on the emulator with the shallower
+    corrections in place.
 
     Args:
         model, config, calibration: as for a build; ``emulator``: an EmulatorRunner already
@@ -166,6 +247,7 @@ def correct_bias(
     from workbench.runners.float import FloatRunner
 
     emulator = emulator or EmulatorRunner(model, config, calibration)
+    original, model = model, fold_batchnorm(model)  # the toolkit's conv outputs are the BNs'
     shared = _shared_initializers(model.proto.graph)  # a shared bias cannot shift for one conv
     onnx_convs = {
         n.output[0]: n
@@ -181,7 +263,7 @@ def correct_bias(
         if n.op_type == "Conv" and n.output[0] in onnx_convs and n.name in emu_nodes
     }
     if not targets:
-        return model, {}
+        return original, {}
     float_runner = FloatRunner(model, config.preprocess, keep=list(targets))
     rows = calibration.rows
     float_mean = _channel_means([float_runner.run(r) for r in rows], list(targets))
