@@ -226,7 +226,7 @@ def _shared_initializers(graph) -> set[str]:
 
 
 def correct_bias(
-    model: OnnxModel, config: BuildConfig, calibration: CalibrationSet, *, emulator=None
+    model: OnnxModel, config: BuildConfig, calibration: CalibrationSet, *, emulator=None, min_t: float = 3.0
 ) -> tuple[OnnxModel, dict[str, np.ndarray]]:
     """Empirical bias correction: for every conv of the toolkit's graph that is a conv of
     ``model`` once its BatchNormalizations are folded (same output tensor; the toolkit's split
@@ -238,6 +238,8 @@ def correct_bias(
     Args:
         model, config, calibration: as for a build; ``emulator``: an EmulatorRunner already
             built for them (one toolkit step 1 otherwise).
+        min_t: a channel is corrected only where its mean error over the calibration samples
+            is at least ``min_t`` standard errors from zero (all of them with one sample).
     Returns:
         (the corrected model, ``{conv output tensor: the shift subtracted}``).
     Raises:
@@ -277,7 +279,7 @@ def correct_bias(
         for t in level:
             if emu_mean[t].shape != float_mean[t].shape:
                 continue  # a re-laid tensor: its channels are not the ONNX conv's
-            shifts[t] = emu_mean[t] - float_mean[t]
+            shifts[t] = _significant(emu_mean[t] - float_mean[t], min_t)
             _shift_bias(emu.graph, targets[t], shifts[t])
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
@@ -288,12 +290,24 @@ def correct_bias(
 
 
 def _channel_means(outputs: list[dict], names: list[str]) -> dict[str, np.ndarray]:
-    """Per tensor: the mean over samples and positions of each channel (axis 1)."""
+    """Per tensor: each sample's mean of each channel (axis 1), as (samples, channels)."""
     out = {}
     for name in names:
         values = [np.asarray(o[name], np.float64) for o in outputs]
-        out[name] = np.mean([v.reshape(v.shape[0], v.shape[1], -1).mean((0, 2)) for v in values], 0)
+        out[name] = np.stack([v.reshape(v.shape[0], v.shape[1], -1).mean((0, 2)) for v in values])
     return out
+
+
+def _significant(errors: np.ndarray, min_t: float) -> np.ndarray:
+    """The mean over samples of per-sample channel mean errors ``(samples, channels)``, zero
+    where it is within ``min_t`` standard errors of zero: there the "bias" is the images'
+    error, not the int8 model's. (On lcnet-orientation, 12 images, neither correcting every
+    channel nor the significant ones helps: emulated output 23.3 -> 20.7 / 20.0 dB.)"""
+    mean = errors.mean(0)
+    if len(errors) < 2:
+        return mean
+    stderr = errors.std(0, ddof=1) / np.sqrt(len(errors))
+    return np.where(np.abs(mean) > min_t * stderr, mean, 0.0)
 
 
 def _levels(graph, targets: dict) -> list[list[str]]:
