@@ -196,9 +196,14 @@ def _bias(job: SweepJob, shared: dict):
     corrected, shifts = correct_bias(job.model, job.config, job.calibration, emulator=emulator)
     if not shifts:
         return None, builds, "no conv of the model in the toolkit's graph", None
+    changed = {t: s for t, s in shifts.items() if s.any()}
+    if not changed:
+        return None, builds, "no conv's mean error is significant on the calibration set", None
     score = score_config(replace(job, model=corrected), job.config)
-    worst = max(float(abs(s).max()) for s in shifts.values())
-    return score, builds + 1, f"{len(shifts)} conv biases corrected (largest shift {worst:.3g})", corrected
+    channels = sum(int((s != 0).sum()) for s in changed.values())
+    worst = max(float(abs(s).max()) for s in changed.values())
+    note = f"{channels} channels of {len(changed)} convs corrected (largest shift {worst:.3g})"
+    return score, builds + 1, note, corrected
 
 
 #: Each try takes (job, shared) and returns (its Score, or None when there is nothing to
