@@ -69,7 +69,9 @@ def try_remedies(
         remedies: which of REMEDIES to try, in that order.
     Returns:
         Remedies: ``table`` with per row the agreement, output SQNR (dB), cycles, toolkit
-        builds, wall time (s), kept (True when the simulator confirms a gain) and a note.
+        builds (the emulator's step 1 counts once, in the first remedy that needs it, even
+        when read back from the cache), wall time (s), kept (True when the simulator confirms
+        a gain) and a note.
     Raises:
         WorkbenchError: an unknown remedy. ToolkitError: the int8 model itself cannot be built.
     """
