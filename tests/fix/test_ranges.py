@@ -1,0 +1,119 @@
+"""Range clipping: candidate clips from a histogram, the edited step-2 cfg, and a ReLU output
+with a rare huge outlier whose clipped range the simulator confirms."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+from workbench.datasets import CalibrationSet
+from workbench.emulate.quantize import TensorQuant
+from workbench.errors import WorkbenchError
+from workbench.fix.ranges import Clip, candidate_clips, write_cfg
+from workbench.model import OnnxModel
+
+from .conftest import CONFIG
+
+#: The outlier channel's gain: it fires only where red > 249 (x = (R - 127.5) / 64 > 1.9),
+#: up to (1.9921875 - 1.9) * 1000 = 92.19, while every other channel stays below ~3.
+GAIN = 1000.0
+
+
+def outlier_model() -> onnx.ModelProto:
+    """Conv 1x1 3->8, ReLU, Conv 1x1 8->4; channel 0 of the ReLU output is 0 except on pure red
+    pixels, where it reaches 92; the next conv reads it with weight 0.01 only."""
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 0.5, (8, 3, 1, 1)).astype(np.float32)
+    b1 = rng.normal(0, 0.1, 8).astype(np.float32)
+    w1[0], b1[0] = 0.0, -1.9 * GAIN
+    w1[0, 0, 0, 0] = GAIN
+    w2 = rng.normal(0, 0.5, (4, 8, 1, 1)).astype(np.float32)
+    w2[:, 0] = 0.01
+    inits = [numpy_helper.from_array(a, n) for a, n in [(w1, "w1"), (b1, "b1"), (w2, "w2")]]
+    inits.append(numpy_helper.from_array(np.zeros(4, np.float32), "b2"))
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "outlier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 32, 32])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def _images(folder: Path, n: int, seed: int, red_square: bool) -> CalibrationSet:
+    """Smooth random images in 30..220; with ``red_square`` the first has a 4x4 pure red patch."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        small = rng.integers(30, 220, (8, 8, 3)).astype(np.uint8)
+        img = cv2.resize(small, (32, 32), interpolation=cv2.INTER_LINEAR)
+        if red_square and i == 0:
+            img[4:8, 4:8] = (0, 0, 255)  # BGR
+        cv2.imwrite(str(folder / f"{i:02d}.png"), img)
+    return CalibrationSet.from_folder(folder)
+
+
+@pytest.fixture(scope="module")
+def outlier(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outlier")
+    model = OnnxModel.from_proto(outlier_model())
+    return model, _images(root / "cal", 8, 1, True), _images(root / "samples", 3, 2, False)
+
+
+def test_candidates_are_the_calibration_percentiles_inside_the_cfg_range():
+    # 9999 values spread evenly over [0, 1) and one at 100: the cfg range is [0, 100].
+    edges = np.linspace(0.0, 100.0, 2049)
+    values = np.append(np.arange(9999) / 9999, 100.0)
+    hist = (np.histogram(values, edges)[0], edges)
+    entry = {"dtype": "int8", "min": [0.0], "max": [100.0], "scale": [100 / 255], "zero_point": [-128]}
+    cfg = TensorQuant.from_cfg("r", entry)
+    clips = candidate_clips("r", cfg, hist, percentiles=(100.0, 99.9))
+    # 100 % keeps the outlier (no clip); 99.9 % ends at the first bin edge above 1.0
+    assert [c.percentile for c in clips] == [99.9]
+    assert clips[0].lo == 0.0 and clips[0].was == (0.0, 100.0)
+    assert clips[0].hi == pytest.approx(edges[21])  # 1.025: the bin holding the values near 1
+
+
+def test_write_cfg_edits_min_and_max_only(tmp_path):
+    cfg = tmp_path / "model.quantization.cfg"
+    entry = {"dtype": "int8", "min": [0.0], "max": [92.0], "scale": [0.36], "zero_point": [-128]}
+    cfg.write_text(yaml.safe_dump({"custom_quantize_layers": {}, "quantize_parameters": {"r1": entry}}))
+    out = write_cfg(cfg, [Clip("r1", 0.0, 2.5, (0.0, 92.0), 99.9)], tmp_path / "clipped.cfg")
+    edited = yaml.safe_load(out.read_text())["quantize_parameters"]["r1"]
+    # the toolkit refuses an edited scale; it recomputes it from min/max
+    assert edited == {**entry, "min": [0.0], "max": [2.5]}
+    with pytest.raises(WorkbenchError, match="no tensor 'nope'"):
+        write_cfg(cfg, [Clip("nope", 0.0, 1.0, (0.0, 2.0), 99.9)], tmp_path / "x.cfg")
+
+
+@pytest.mark.toolkit
+def test_clipping_the_outlier_is_found_on_the_emulator_and_confirmed_on_the_simulator(outlier):
+    from workbench.emulate.runner import EmulatorRunner
+    from workbench.fix.evaluate import prepare_job, score_config
+    from workbench.fix.ranges import score_clips, search_ranges
+
+    model, calibration, samples = outlier
+    emulator = EmulatorRunner(model, CONFIG, calibration, cache=False)
+    search = search_ranges(emulator, calibration)
+    clipped = {c.tensor: c for c in search.clips}
+    # the ReLU output's range [0, 92.19] (the red patch) shrinks to the other channels' ~[0, 3]
+    assert clipped["r1"].was == pytest.approx((0.0, 92.1875))
+    assert clipped["r1"].hi < 3.0
+    assert search.sqnr_db > search.int8_sqnr_db + 10
+    job = prepare_job(model, CONFIG, calibration, samples)
+    int8, clipped_score = score_config(job, CONFIG), score_clips(job, search.clips)
+    # measured: 12.9 dB -> 30.7 dB on the simulator (one int8 step 0.36 -> ~0.01)
+    assert int8.sqnr_db < 16
+    assert clipped_score.sqnr_db > int8.sqnr_db + 10, (int8, clipped_score)

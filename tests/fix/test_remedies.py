@@ -1,0 +1,53 @@
+"""try_remedies: one call, each remedy confirmed on the simulator or reported as not applied."""
+
+import math
+
+import pytest
+
+from workbench.errors import WorkbenchError
+from workbench.fix.evaluate import Score
+from workbench.fix.remedies import COLUMNS, confirmed, try_remedies
+from workbench.model import OnnxModel
+
+from .conftest import CONFIG
+from .test_rewrites import badly_scaled
+
+
+def test_a_gain_is_more_agreement_or_the_same_agreement_and_half_a_db():
+    base = Score((), sqnr_db=20.0, agreement=0.5)
+    assert confirmed(Score((), sqnr_db=10.0, agreement=0.75), base)  # answers first
+    assert not confirmed(Score((), sqnr_db=40.0, agreement=0.25), base)
+    assert confirmed(Score((), sqnr_db=20.5, agreement=0.5), base)
+    assert not confirmed(Score((), sqnr_db=20.4, agreement=0.5), base)
+    assert not confirmed(Score((), sqnr_db=30.0, error="the toolkit refused"), base)
+    assert not confirmed(Score(()), base)  # nothing measured (NaN)
+    assert confirmed(Score((), sqnr_db=20.5), Score((), sqnr_db=20.0))  # no adapter: SQNR
+
+
+def test_unknown_remedy_is_refused_before_any_build(small_set):
+    model = OnnxModel.from_proto(badly_scaled())
+    with pytest.raises(WorkbenchError, match="Unknown remedies \\['magic'\\]"):
+        try_remedies(model, CONFIG, small_set, small_set.head(1), remedies=["magic"])
+
+
+@pytest.mark.toolkit
+def test_equalization_is_kept_and_bias_correction_is_not(small_set):
+    from workbench.task.adapters import get_adapter
+
+    model = OnnxModel.from_proto(badly_scaled())
+    adapter = get_adapter("outputs", model)
+    result = try_remedies(
+        model, CONFIG, small_set, small_set.head(2), adapter, remedies=("cle", "bias"), progress=False
+    )
+    table = result.table.set_index("remedy")
+    assert list(result.table.columns) == COLUMNS and list(table.index) == ["int8", "cle", "bias"]
+    # measured: int8 -2.3 dB, no sample's outputs agree; CLE 32.5 dB, all agree
+    assert table.loc["int8", "sqnr_db"] < 5 and table.loc["int8", "agreement"] == 0.0
+    assert table.loc["cle", "kept"] and table.loc["cle", "agreement"] == 1.0
+    assert table.loc["cle", "sqnr_db"] > 25 and table.loc["cle", "builds"] == 1
+    # the bias shifts here are small: the simulator sees no gain and it is not applied
+    assert not table.loc["bias", "kept"]
+    assert "no gain, not applied" in table.loc["bias", "note"]
+    assert table.loc["bias", "builds"] >= 1 and not math.isnan(table.loc["bias", "sqnr_db"])
+    assert isinstance(result.results["cle"], OnnxModel)
+    assert table.loc["int8", "cycles"] > 0 and (result.table.wall_s > 0).all()
