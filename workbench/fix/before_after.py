@@ -12,6 +12,7 @@ from workbench.compare.divergence import compute_divergence
 from workbench.compare.metrics import SQNR_OK_DB
 from workbench.compare.result import Divergence
 from workbench.rknn.config import BuildConfig
+from workbench.runners.board_adb import AdbBoardRunner
 
 
 def variant_configs(
@@ -73,7 +74,6 @@ def variants_table(runs: Mapping[str, Divergence], outputs: Sequence[str]) -> pd
 def board_costs(model, configs: Mapping[str, BuildConfig], calibration, device_id: str) -> pd.DataFrame:
     """Each config built and timed on a real board with ``eval_perf`` (total µs). Needs a
     board on adb with rknn_server running: ``rknn-workbench board doctor`` checks that."""
-    from workbench.runners.board_adb import AdbBoardRunner
 
     rows = []
     for label, config in configs.items():

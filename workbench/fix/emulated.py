@@ -23,12 +23,15 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from workbench.emulate.fidelity import FidelityReport, compare_with_snapshot
 from workbench.emulate.model import Step1
 from workbench.emulate.runner import EmulatorRunner
 from workbench.errors import EmulatorError, ToolkitError, WorkbenchError
 from workbench.fix.evaluate import Score, SweepJob, score_outputs, score_step2, step1_session
+from workbench.runners.markall import infer_row
+from workbench.runners.simulator import SimulatorRunner
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,6 @@ class EmulatorCheck:
 
 def _simulate(job: SweepJob) -> tuple:
     """The int8 model on the simulator: outputs per sample, snapshot of the first, build log."""
-    from workbench.runners.markall import infer_row
-    from workbench.runners.simulator import SimulatorRunner
 
     with SimulatorRunner(job.model, job.config, job.calibration) as simulator:
         got = [infer_row(simulator.session, job.model, job.config, r) for r in job.samples.rows]
@@ -159,7 +160,6 @@ class EmulatedScorer:
         return tuple(sorted({t for n in names for t in self.layers[n].tensors}))
 
     def __call__(self, sets: Sequence[Sequence[str]]) -> list[Score]:
-        from tqdm.auto import tqdm
 
         keys = list(dict.fromkeys(tuple(sorted(s)) for s in sets))
         quiet = not self.progress or len(keys) < 8

@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 import yaml
+from tqdm.auto import tqdm
 
+from workbench.compare.divergence import run_key
 from workbench.compare.metrics import tensor_metrics
-from workbench.datasets import CalibrationSet
+from workbench.datasets import CalibrationSet, cache_dir
 from workbench.errors import ToolkitError
 from workbench.fix.executor import Executor, as_executor
 from workbench.model import OnnxModel
@@ -30,6 +32,8 @@ from workbench.rknn.build import build, hybrid_step1
 from workbench.rknn.buildlog import parse_layer_table
 from workbench.rknn.config import BuildConfig
 from workbench.rknn.session import ToolkitSession, clean_log
+from workbench.runners.float import FloatRunner
+from workbench.runners.markall import infer_row
 from workbench.storage import atomic_write
 
 
@@ -74,8 +78,6 @@ class SweepJob:
 def prepare_job(model, config, calibration, samples, adapter=None) -> SweepJob:
     """The float reference outputs (and answers, with a task ``adapter``) and the content
     key of a sweep."""
-    from workbench.compare.divergence import run_key
-    from workbench.runners.float import FloatRunner
 
     config.check_model(model)
     reference = FloatRunner(model, config.preprocess, keep=list(model.outputs))
@@ -107,7 +109,7 @@ def score_batch(job: SweepJob, layer_sets: Sequence[Sequence[str]]) -> list[Scor
                 try:
                     session, files = step1_session(job)
                 except ToolkitError as err:  # nothing in this batch can be built
-                    error = "step1: " + _first_line(err)
+                    error = "step1: " + first_line(err)
                     return scores + [Score(tuple(s), error=error) for s in layer_sets[len(scores) :]]
             try:
                 scores.append(score_step2(session, files, job, layers))
@@ -115,7 +117,7 @@ def score_batch(job: SweepJob, layer_sets: Sequence[Sequence[str]]) -> list[Scor
                 if session is not None:
                     session.close()
                 session = None
-                scores.append(Score(tuple(layers), error=_first_line(err)))
+                scores.append(Score(tuple(layers), error=first_line(err)))
     finally:
         if session is not None:
             session.close()
@@ -130,7 +132,6 @@ def score_step2(session: ToolkitSession, files: dict, job: SweepJob, layers: Seq
     Raises:
         ToolkitError: the toolkit refused the set, crashed or timed out.
     """
-    from workbench.runners.markall import infer_row
 
     _, log = session.call("hybrid_step2", **files, float_layers=list(layers), verbose=True)
     got = [infer_row(session, job.model, job.config, row) for row in job.samples.rows]
@@ -147,7 +148,6 @@ def evaluate(
 ) -> list[Score]:
     """Scores of ``layer_sets`` in the given order; cached ones are read back, the others
     run on ``executor`` (local workers by default) in batches."""
-    from tqdm.auto import tqdm
 
     executor = as_executor(executor)
     wanted = [tuple(sorted(s)) for s in layer_sets]
@@ -173,7 +173,6 @@ def score_config(job: SweepJob, config: BuildConfig) -> Score:
     """Build any config (e.g. the toolkit's auto_hybrid) and score it like a sweep entry;
     ``layers`` are the tensors the build log says it kept in float16 (the toolkit's
     internal names, which may carry suffixes such as ``__float16``)."""
-    from workbench.runners.markall import infer_row
 
     with ToolkitSession(timeout=1800) as session:
         log = build(session, job.model, config, job.calibration)
@@ -222,7 +221,6 @@ class SweepStore:
     VERSION = 3  #: bump when Score changes, so older records are not read as incomplete ones
 
     def __init__(self, key: str):
-        from workbench.datasets import cache_dir
 
         self.path = cache_dir() / "sweeps" / f"{key}.v{self.VERSION}.jsonl"
 
@@ -311,7 +309,7 @@ def _transient(error: str) -> bool:
     return error.startswith(("crash: ", "timeout: ", "step1: "))
 
 
-def _first_line(err: Exception) -> str:
+def first_line(err: Exception) -> str:
     """The toolkit's own words for a failure (its "E ..." line), else the exception line;
     a crash or a timeout (no answer of the toolkit) is marked so, and is never cached."""
     text = str(err)

@@ -30,7 +30,9 @@ from workbench.emulate.model import Step1
 from workbench.emulate.quantize import QParams, TensorQuant
 from workbench.emulate.runner import EmulatorRunner
 from workbench.errors import ToolkitError, WorkbenchError
+from workbench.fix.evaluate import Score, first_line, score_outputs, step1_session
 from workbench.preprocess import load_row
+from workbench.runners.markall import infer_row
 
 #: Candidate clips: the calibration values' percentiles (upper end; the lower end at 100 - p).
 PERCENTILES = (99.999, 99.99, 99.9, 99.5)
@@ -191,20 +193,17 @@ def score_clips(job, clips: Sequence[Clip]):
     Raises:
         ToolkitError: the toolkit refused the edited cfg or failed.
     """
-    from workbench.fix.evaluate import Score, _first_line, _score, _step1
-    from workbench.runners.markall import infer_row
-
-    session, files = _step1(job)
+    session, files = step1_session(job)
     try:
         cfg = write_cfg(files["cfg"], clips, Path(files["cfg"]).with_suffix(".clipped.cfg"))
         try:
             _, log = session.call("hybrid_step2", **{**files, "cfg": str(cfg)}, float_layers=[], verbose=True)
             got = [infer_row(session, job.model, job.config, row) for row in job.samples.rows]
         except ToolkitError as err:
-            return Score((), error=_first_line(err))
+            return Score((), error=first_line(err))
     finally:
         session.close()
-    return _score((), job.expected, got, log, job)
+    return score_outputs((), job.expected, got, log, job)
 
 
 def _clippable(emulator: EmulatorRunner) -> list[str]:

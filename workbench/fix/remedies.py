@@ -23,10 +23,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from workbench.datasets import CalibrationSet
+from workbench.emulate.runner import EmulatorRunner
 from workbench.errors import WorkbenchError
 from workbench.fix.evaluate import Score, SweepJob, prepare_job, score_config
+from workbench.fix.ranges import score_clips, search_ranges
+from workbench.fix.rewrites import correct_bias, equalize
 from workbench.fix.settings import ALGORITHMS, METHODS
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
@@ -78,7 +82,6 @@ def try_remedies(
     unknown = [r for r in remedies if r not in REMEDIES]
     if unknown:
         raise WorkbenchError(f"Unknown remedies {unknown}; the remedies are {list(REMEDIES)}.")
-    from tqdm.auto import tqdm
 
     job = prepare_job(model, config, calibration, samples, adapter)
     rows, scores, results = [], {}, {}
@@ -158,7 +161,6 @@ def _better(a: Score, b: Score) -> bool:
 
 def _emulator(job: SweepJob, shared: dict) -> tuple[Any, int]:
     """The emulator of ``job``'s int8 model, built once (one toolkit step 1, unless cached)."""
-    from workbench.emulate.runner import EmulatorRunner
 
     if "emulator" in shared:
         return shared["emulator"], 0
@@ -167,7 +169,6 @@ def _emulator(job: SweepJob, shared: dict) -> tuple[Any, int]:
 
 
 def _ranges(job: SweepJob, shared: dict):
-    from workbench.fix.ranges import score_clips, search_ranges
 
     emulator, builds = _emulator(job, shared)
     search = search_ranges(emulator, job.calibration)
@@ -182,7 +183,6 @@ def _ranges(job: SweepJob, shared: dict):
 
 
 def _cle(job: SweepJob, shared: dict):
-    from workbench.fix.rewrites import equalize
 
     equalized, pairs = equalize(job.model)
     if not pairs:
@@ -192,7 +192,6 @@ def _cle(job: SweepJob, shared: dict):
 
 
 def _bias(job: SweepJob, shared: dict):
-    from workbench.fix.rewrites import correct_bias
 
     emulator, builds = _emulator(job, shared)
     corrected, shifts = correct_bias(job.model, job.config, job.calibration, emulator=emulator)

@@ -26,9 +26,11 @@ import onnx
 from onnx import numpy_helper
 
 from workbench.datasets import CalibrationSet
+from workbench.emulate.runner import EmulatorRunner, _session
 from workbench.model import OnnxModel
 from workbench.preprocess import load_row
 from workbench.rknn.config import BuildConfig
+from workbench.runners.float import FloatRunner
 
 #: Activations with f(a * x) = a * f(x) for every a > 0 (their slopes are per channel or shared).
 POSITIVE_HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu")
@@ -245,8 +247,6 @@ def correct_bias(
     Raises:
         ToolkitError: step 1 failed. EmulatorError: the model cannot be emulated.
     """
-    from workbench.emulate.runner import EmulatorRunner, _session
-    from workbench.runners.float import FloatRunner
 
     emulator = emulator or EmulatorRunner(model, config, calibration)
     original, model = model, fold_batchnorm(model)  # the toolkit's conv outputs are the BNs'

@@ -30,6 +30,7 @@ from workbench.fix.evaluate import Score, SweepJob, evaluate, prepare_job
 from workbench.fix.executor import as_executor
 from workbench.fix.sensitivity import sensitivity
 from workbench.rknn.config import BuildConfig
+from workbench.rknn.session import ToolkitSession
 from workbench.storage import staged_files
 
 #: files of the toolkit's hybrid flow (as the worker names them -> as exported)
@@ -102,7 +103,6 @@ class SearchResult:
         ``<model>.quantization.cfg`` (custom_quantize_layers filled in), ``.model``,
         ``.data``, the built ``.rknn``, and ``search.json``. Written into a temporary
         folder first: an earlier export in ``folder`` survives a failed build."""
-        from workbench.rknn.session import ToolkitSession
 
         folder = Path(folder).resolve()
         if folder.exists() and not (folder / "search.json").exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from workbench.compare.divergence import compute_divergence
 from workbench.compare.metrics import MAX_SQNR_DB
 from workbench.errors import WorkbenchError
 from workbench.fix.evaluate import Score, SweepJob, evaluate, prepare_job, quantized_candidates
@@ -113,7 +114,6 @@ def largest_local_drop(job: SweepJob, known: list[str], count: int) -> list[str]
     """The ``count`` quantized tensors with the largest local SQNR drop (below their inputs')
     in one float-vs-int8 divergence run: where error is made, not where it is inherited.
     A tensor fused inside a compiled layer takes the drop of the layer boundary it feeds."""
-    from workbench.compare.divergence import compute_divergence
 
     if count >= len(known):
         return list(known)

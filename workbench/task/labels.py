@@ -190,7 +190,7 @@ def _load_csv(path: Path, text: str) -> LabelledSet:
         number = reader.line_num
         if not any(cell.strip() for cell in record):
             continue
-        if not rows and number == _first_line(text) and _is_header(record):
+        if not rows and number == first_line(text) and _is_header(record):
             continue
         if len(record) != 2:
             raise DatasetError(
@@ -368,7 +368,7 @@ def _is_index(label: str, count: int) -> bool:
     return label.isdigit() and int(label) < count
 
 
-def _first_line(text: str) -> int:
+def first_line(text: str) -> int:
     return next((n for n, line in enumerate(text.splitlines(), 1) if line.strip()), 1)
 
 

@@ -14,6 +14,7 @@ from workbench.compare.result import Divergence
 from workbench.fix.before_after import variants_table
 from workbench.storage import atomic_write
 from workbench.viz.fix_plots import pareto_figure, sensitivity_figure, variants_figure
+from workbench.viz.model_explorer import standalone_command
 from workbench.viz.plots import gap_figure, heatmap_figure, per_layer_figure
 from workbench.viz.task_plots import answers_figure, flip_layers_figure
 
@@ -136,7 +137,6 @@ def _answers_section(answers, flip_layers, next_step: str | None) -> str:
 
 def _graph_section(folder: Path, model_path: str | None) -> str:
     """How to open the run's graph overlays (node data beside the report) in Model Explorer."""
-    from workbench.viz.model_explorer import standalone_command
 
     overlays = sorted(folder.glob("node_data_*.json"))
     prepared = folder / "model.onnx"

@@ -19,6 +19,7 @@ dtypes other than w8a8 are not emulated: they run on the toolkit. "mark-all" and
 from __future__ import annotations
 
 import dataclasses
+import html
 import time
 from pathlib import Path
 
@@ -28,6 +29,8 @@ import plotly.graph_objects as go
 from workbench.compare.divergence import compute_divergence
 from workbench.compare.result import Divergence
 from workbench.datasets import CalibrationSet, datasets_dir
+from workbench.emulate.fidelity import fidelity
+from workbench.emulate.runner import EmulatorRunner
 from workbench.emulate.whatif import emulated_divergence, layer_unit
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
@@ -231,8 +234,6 @@ class CalibrationPanel:
     def _emulator(self, config: BuildConfig, calibration: CalibrationSet, samples: CalibrationSet):
         """The emulator of a setting and its check against the simulator on the first
         sample (``self._checks[runner]``), both made once per setting."""
-        from workbench.emulate.fidelity import fidelity
-        from workbench.emulate.runner import EmulatorRunner
 
         key = (config.digest(), tuple(calibration.rows))
         runner = self._emulators.get(key)
@@ -310,7 +311,6 @@ class CalibrationPanel:
         )
 
     def _say(self, text: str, error: bool = False) -> None:
-        import html
 
         colour = "#c62828" if error else "#2e7d32"
         self.status.value = f"<span style='color:{colour}'>{html.escape(text)}</span>"

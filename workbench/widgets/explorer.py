@@ -30,10 +30,16 @@ import plotly.graph_objects as go
 from workbench.compare.metrics import METRICS
 from workbench.compare.result import Divergence
 from workbench.datasets import CalibrationSet
+from workbench.emulate.fidelity import fidelity
+from workbench.emulate.runner import EmulatorRunner
 from workbench.emulate.whatif import WhatIf, layer_unit, score_variant
 from workbench.errors import ToolkitError, WorkbenchError
+from workbench.fix.evaluate import prepare_job, score_config
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
+from workbench.runners.float import FloatRunner
+from workbench.runners.markall import MarkAllRunner
+from workbench.task.adapters import get_adapter
 from workbench.viz.graph import graph_figure, graph_layout
 from workbench.viz.plots import tensor_figure
 
@@ -53,8 +59,6 @@ class LayerTensors:
         self._tensors: tuple[dict, dict] = ({}, {})
 
     def get(self, layer: str, sample: int) -> tuple[np.ndarray, np.ndarray]:
-        from workbench.runners.float import FloatRunner
-        from workbench.runners.markall import MarkAllRunner
 
         if self._runner is None:
             self._runner = MarkAllRunner(self.model, self.config, self.calibration)
@@ -108,9 +112,6 @@ class WhatIfs:
         Raises:
             ToolkitError: the toolkit failed. EmulatorError: the graph cannot be emulated.
         """
-        from workbench.emulate.fidelity import fidelity
-        from workbench.emulate.runner import EmulatorRunner
-        from workbench.fix.evaluate import prepare_job
 
         if self.job is None:
             say("running the float model on the what-if samples ...", 0)
@@ -141,7 +142,6 @@ class WhatIfs:
     def confirm(self, layers: tuple[str, ...]):
         """One toolkit build with ``layers`` in float16, scored on the same samples
         (``workbench.fix.evaluate.Score``: sqnr_db, agreement, cycles, error)."""
-        from workbench.fix.evaluate import score_config
 
         return score_config(self.job, dataclasses.replace(self.config, float_layers=tuple(layers)))
 
@@ -399,7 +399,6 @@ def _whatif_samples(model, rows, answers, adapter):
     """The samples what-ifs are scored on and the adapter judging them: the answers'
     samples (at most WHATIF_SAMPLES, evenly spread) and task when there are answers (a
     one-input model), else the run's samples."""
-    from workbench.task.adapters import get_adapter
 
     if answers is None or len(model.inputs) != 1:
         return CalibrationSet(rows), adapter
