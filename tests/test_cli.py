@@ -229,3 +229,17 @@ def test_diverge_on_the_emulator_saves_emulator_rows(residual_onnx, small_set, t
     assert (run.summary().sqnr_db_mean > 20).all()  # the tiny model quantizes well
     assert main([*args, "--mode", "emulate", "--board", "b"]) == 2
     assert "mark-all mode only" in capsys.readouterr().err
+
+
+@pytest.mark.toolkit
+def test_remedies_prints_each_remedy_against_int8(residual_onnx, small_set, capsys):
+    import json
+
+    args = ["remedies", residual_onnx, *_tiny_args(residual_onnx, small_set), "--samples", "2"]
+    assert main([*args, "--only", "cle,auto_hybrid", "--json"]) == 0
+    rows = {r["remedy"]: r for r in json.loads(capsys.readouterr().out)}
+    assert list(rows) == ["int8", "cle", "auto_hybrid"]  # in the order asked
+    assert rows["int8"]["builds"] == 1 and rows["int8"]["sqnr_db"] > 0
+    assert rows["cle"]["kept"] is False  # residual-add has no conv -> relu -> conv pair
+    assert main([*args, "--only", "float16"]) == 2
+    assert "unknown float16" in capsys.readouterr().err

@@ -192,6 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     fix.add_argument("--out", help="export folder (default: runs/<time>-<model>-fix)")
     fix.set_defaults(func=_fix)
 
+    remedies = commands.add_parser(
+        "remedies",
+        parents=[conversion],
+        help="try every remedy beyond float16 (auto_hybrid, settings, ranges, CLE, bias), each confirmed "
+        "on the simulator",
+    )
+    remedies.add_argument("--task", help="task adapter judging the answers (default: the zoo model's)")
+    remedies.add_argument("--data", help="samples to judge on (default: the zoo model's labelled set)")
+    remedies.add_argument("--samples", type=int, default=16, help="samples judged (default: 16)")
+    remedies.add_argument(
+        "--only", help="a comma list of auto_hybrid,settings,ranges,cle,bias (default: all)"
+    )
+    remedies.set_defaults(func=_remedies)
+
     board = commands.add_parser("board", help="the real board: is it ready?")
     board.add_argument("action", choices=["doctor"])
     board.add_argument("--adb", help="adb binary (default: the one bundled with rknn-toolkit2)")
@@ -483,6 +497,31 @@ def _diverge_answers(args, model, config, calibration, samples):
     return evaluate(
         model, config, calibration, samples, task_adapter(args.model, model), progress=not args.json
     )
+
+
+def _remedies(args: argparse.Namespace) -> int:
+    from workbench.fix.remedies import REMEDIES, try_remedies
+    from workbench.task.defaults import task_adapter, task_data
+
+    chosen = [r.strip() for r in args.only.split(",")] if args.only else list(REMEDIES)
+    unknown = sorted(set(chosen) - set(REMEDIES))
+    if unknown:
+        raise WorkbenchError(f"--only {args.only!r}: unknown {', '.join(unknown)}; use {','.join(REMEDIES)}.")
+    if args.samples < 1:
+        raise WorkbenchError(f"--samples {args.samples}: give 1 or more.")
+    model, calibration, config = _conversion(args)
+    adapter = task_adapter(args.model, model, args.task, None)
+    samples = _head(task_data(args.model, args.data), args.samples).samples
+    found = try_remedies(
+        model, config, calibration, samples, adapter, remedies=chosen, progress=not args.json
+    )
+    if args.json:
+        print(_json(found.table.to_dict("records"), indent=1))
+        return 0
+    print(found.table.to_string(index=False))
+    kept = found.table[found.table.kept].remedy.tolist()
+    print(f"kept (the simulator confirms a gain): {', '.join(kept) or 'none'}")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
