@@ -10,7 +10,6 @@ commands are built with shlex.quote.
 from __future__ import annotations
 
 import shlex
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -34,24 +33,7 @@ class AdbTransport(RemoteShell):
         self.step_timeout = step_timeout
 
     def _adb(self, *args: str, stdout=None, timeout: float | None = None, what: str) -> bytes:
-        try:
-            done = subprocess.run(
-                [self.adb, "-s", self.serial, *args],
-                stdin=subprocess.DEVNULL,
-                stdout=stdout or subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                timeout=timeout or self.step_timeout,
-            )
-        except subprocess.TimeoutExpired:
-            raise BoardError(
-                f"{self.board.name}: {what} took longer than {timeout or self.step_timeout:.0f} s and was "
-                "stopped. Check the board (is it busy or hung?) or raise the step timeout."
-            ) from None
-        except OSError as err:
-            raise BoardError(
-                f"{self.board.name}: cannot run adb ({self.adb}): {err}. Fix: install adb or set "
-                'adb = "/path/to/adb" for this board in boards.toml.'
-            ) from None
+        done = self._execute([self.adb, "-s", self.serial, *args], what=what, timeout=timeout, stdout=stdout)
         if done.returncode != 0:
             said = done.stderr.decode(errors="replace").strip()[-600:]
             raise BoardError(

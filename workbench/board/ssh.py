@@ -62,9 +62,32 @@ class RemoteShell:
     A transport adds ``run``, ``push`` and ``pull``; the board runner knows only these."""
 
     board: Board
+    step_timeout: float
 
     def run(self, command: str, *, timeout: float | None = None, what: str = "command", **io) -> bytes:
         raise NotImplementedError
+
+    def _execute(
+        self, cmd: list[str], *, what: str, timeout: float | None = None, stdout=None, stdin=None
+    ) -> subprocess.CompletedProcess:
+        """``cmd`` run with a timeout (stdin: bytes or a file), stdout piped unless a file is
+        given; a hang or a missing binary becomes a BoardError that says what to do."""
+        feed = {"input": stdin} if isinstance(stdin, bytes) else {"stdin": stdin or subprocess.DEVNULL}
+        try:
+            return subprocess.run(
+                cmd, **feed, stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
+                timeout=timeout or self.step_timeout,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise BoardError(
+                f"{self.board.name}: {what} took longer than {timeout or self.step_timeout:.0f} s and was "
+                "stopped. Check the board (is it busy or hung?) or raise the step timeout."
+            ) from None
+        except OSError as err:
+            raise BoardError(
+                f"{self.board.name}: cannot run {cmd[0]}: {err}. Fix: install it (openssh-client for "
+                'ssh; for adb, or set adb = "/path/to/adb" for this board in boards.toml).'
+            ) from None
 
     def make_temp_dir(self) -> str:
         """A new private folder on the board."""
@@ -131,20 +154,7 @@ class SshTransport(RemoteShell):
         instead when given: large transfers are streamed, never held in memory; ``stdin``
         likewise may be bytes or a file). BoardError with a diagnosis on failure
         (connection, authentication, host key, disk, non-zero exit)."""
-        feed = {"input": stdin} if isinstance(stdin, bytes) else {"stdin": stdin or subprocess.DEVNULL}
-        try:
-            done = subprocess.run(
-                [*self._base(), command],
-                **feed,
-                stdout=stdout or subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                timeout=timeout or self.step_timeout,
-            )
-        except subprocess.TimeoutExpired:
-            raise BoardError(
-                f"{self.board.name}: {what} took longer than {timeout or self.step_timeout:.0f} s and was "
-                "stopped. Check the board (is it busy or hung?) or raise the step timeout."
-            ) from None
+        done = self._execute([*self._base(), command], what=what, timeout=timeout, stdout=stdout, stdin=stdin)
         if done.returncode != 0:
             raise BoardError(self._diagnose(done.returncode, done.stderr.decode(errors="replace"), what))
         return done.stdout or b""

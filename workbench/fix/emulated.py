@@ -30,6 +30,7 @@ from workbench.emulate.model import Step1
 from workbench.emulate.runner import EmulatorRunner
 from workbench.errors import EmulatorError, ToolkitError, WorkbenchError
 from workbench.fix.evaluate import Score, SweepJob, score_outputs, score_step2, step1_session
+from workbench.fix.sensitivity import sensitivity_row
 from workbench.runners.markall import infer_row
 from workbench.runners.simulator import SimulatorRunner
 
@@ -190,18 +191,7 @@ class EmulatedScorer:
 
 
 def _row(layer, op_type, tensors, score: Score, base: Score) -> dict:
-    return {
-        "layer": layer,
-        "op_type": op_type,
-        "tensors": list(tensors),
-        "output_sqnr_db": score.sqnr_db,
-        "output_cosine": score.cosine,
-        "gain_db": score.sqnr_db - base.sqnr_db,
-        "cycles": score.cycles,
-        "rw_kb": score.rw_kb,
-        "error": score.error,
-        "output_agreement": score.agreement,
-    }
+    return {**sensitivity_row(layer, op_type, score, base), "tensors": list(tensors)}
 
 
 def candidate_layers(emulator: EmulatorRunner, candidates) -> list[Layer]:

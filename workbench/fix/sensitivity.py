@@ -71,11 +71,11 @@ def sensitivity(
     if base.error:
         raise WorkbenchError(f"The all-int8 model could not be built for the sensitivity sweep: {base.error}")
     ops = {t.name: t.op_type for t in model.tensors}
-    rows = [_row(None, "(all int8)", base, base)]
+    rows = [sensitivity_row(None, "(all int8)", base, base)]
     if view in ("quantized", "both"):
-        rows.append(_row(None, "(all float16)", scores[all_fp16], base))
+        rows.append(sensitivity_row(None, "(all float16)", scores[all_fp16], base))
     for c in chosen:
-        row = _row(c, ops.get(c), scores.get((c,), Score((c,))), base)  # NaN: not in this view
+        row = sensitivity_row(c, ops.get(c), scores.get((c,), Score((c,))), base)  # NaN: not in this view
         if view in ("quantized", "both"):
             only = scores[_all_but(known, c)]
             row["quantized_sqnr_db"] = only.sqnr_db
@@ -142,7 +142,8 @@ def _boundary_of(model, compared: set[str]) -> dict[str, str]:
     return found
 
 
-def _row(layer, op_type, score: Score, base: Score) -> dict:
+def sensitivity_row(layer, op_type, score: Score, base: Score) -> dict:
+    """One row of a sensitivity table: a config's output scores and its gain over ``base``."""
     return {
         "layer": layer,
         "op_type": op_type,
