@@ -243,3 +243,16 @@ def test_remedies_prints_each_remedy_against_int8(residual_onnx, small_set, caps
     assert rows["cle"]["kept"] is False  # residual-add has no conv -> relu -> conv pair
     assert main([*args, "--only", "float16"]) == 2
     assert "unknown float16" in capsys.readouterr().err
+
+
+@pytest.mark.toolkit
+def test_evaluate_on_the_emulator_takes_either_spelling(residual_onnx, small_set, tmp_path, capsys):
+    import json
+
+    base = ["evaluate", residual_onnx, *_tiny_args(residual_onnx, small_set), "--task", "outputs"]
+    base += ["--data", str(small_set.source), "--samples", "2", "--json"]
+    for i, mode in enumerate(("emulate", "emulator")):
+        assert main([*base, "--mode", mode, "--out", str(tmp_path / f"run{i}")]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert "emulator" in json.dumps(printed)
+    assert main([*base, "--mode", "npu", "--out", str(tmp_path / "bad")]) == 2

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
+#: --mode emulate (the verb) and emulator (the backend) are the same, in diverge and evaluate
+EMULATE = {"emulate": "emulator"}
+
 # Each command imports what it uses inside its function (the package's one documented lazy
 # import site): `--help` and a refused argument answer without loading pandas, onnx, plotly
 # or the toolkit; the library modules import at the top.
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     diverge.add_argument(
         "--mode",
         default="mark-all",
-        choices=["mark-all", "snapshot", "emulate"],
+        choices=["mark-all", "snapshot", "emulate", "emulator"],
         help="the toolkit's simulator (mark-all or snapshot), or the workbench's emulator (rows 'emulator')",
     )
     diverge.add_argument("--out", help="run folder (default: runs/<time>-<model>-<platform>)")
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument(
         "--mode",
         default="simulator",
-        choices=["simulator", "emulator"],
+        choices=["simulator", "emulator", "emulate"],
         help="quantized backend: the toolkit's simulator (default) or the workbench's emulator (what-ifs)",
     )
     evaluate.add_argument(
@@ -444,7 +447,7 @@ def _diverge(args: argparse.Namespace) -> int:
         except BoardError as err:
             result, partial = err.partial, str(err)
     else:
-        backend = "emulator" if args.mode == "emulate" else args.mode  # the CLI says what it does
+        backend = EMULATE.get(args.mode, args.mode)
         result = compute_divergence(
             model, config, calibration, samples, backend=backend, progress=not args.json
         )
@@ -548,7 +551,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         board = get_board(args.board)
     result = evaluate(
-        model, config, calibration, data, adapter, board=board, mode=args.mode, progress=not args.json
+        model,
+        config,
+        calibration,
+        data,
+        adapter,
+        board=board,
+        mode=EMULATE.get(args.mode, args.mode),
+        progress=not args.json,
     )
     run = result.save(out)
     reasons = result.check(args.min_agreement, args.max_drop)
