@@ -1,7 +1,6 @@
 """The adb path with the toolkit's real adb and no board attached (the board itself cannot
 exist here): an unplugged board is a clear ToolkitError, the log is kept, nothing leaks."""
 
-
 import pytest
 
 from workbench.board.doctor import Adb
@@ -37,3 +36,23 @@ def test_board_costs_without_a_board_say_what_to_run(tiny_models, small_set, tmp
             board_costs(tiny_models["conv-relu-sigmoid"], configs, small_set, "192.0.2.1:5555")
     finally:
         Adb().run("kill-server")
+
+
+def test_a_toolkit_failure_mid_run_is_the_boards(monkeypatch):
+    """Once built and connected, a failing inference() is a BoardError: callers keep the
+    samples done (compute_divergence's partial run)."""
+    import workbench.runners.board_adb as board_adb
+    from workbench.errors import BoardError
+
+    def unplugged(*args, **kwargs):
+        raise ToolkitError("E inference: ERROR_PIPE")
+
+    monkeypatch.setattr(board_adb, "infer_row", unplugged)
+    runner = AdbBoardRunner.__new__(AdbBoardRunner)  # as after a build and init_runtime
+    runner.mode, runner.backend, runner.session, runner.model, runner.config = (
+        "mark-all",
+        "board:lab",
+        *[None] * 3,
+    )
+    with pytest.raises(BoardError, match="board:lab: E inference: ERROR_PIPE"):
+        runner.run([])

@@ -107,3 +107,22 @@ def test_overlay_coloured_by_sqnr():
     fig = divergence_overlay(model, _result())
     coloured = next(t for t in fig.data if t.name == "SQNR (dB)")
     assert sorted(coloured.customdata) == ["conv2", "relu1", "sigmoid"]
+
+
+def test_pareto_leaves_out_configs_with_no_cost():
+    import pandas as pd
+
+    from workbench.viz.fix_plots import pareto_figure
+
+    trail = pd.DataFrame(
+        {
+            "stage": ["baseline", "emulated", "confirm"],
+            "layers": [(), ("a",), ("a",)],
+            "n_float16": [0, 1, 1],
+            "sqnr_db": [30.0, 33.0, 32.5],
+            "cycles": [100.0, float("nan"), 110.0],
+            "error": ["", "", ""],
+        }
+    )
+    names = [t.name for t in pareto_figure(trail).data]
+    assert names == ["baseline", "confirm", "Pareto front"]

@@ -19,6 +19,7 @@ import pandas as pd
 from workbench.board.config import check_serial
 from workbench.board.outputs import parse_eval_memory, parse_eval_perf, parse_sdk_version
 from workbench.datasets import CalibrationSet
+from workbench.errors import BoardError, ToolkitError
 from workbench.model import OnnxModel
 from workbench.rknn.build import build
 from workbench.rknn.config import BuildConfig
@@ -63,9 +64,14 @@ class AdbBoardRunner(ToolkitRunner):
         return analyse(self.session, row, target=self.config.target_platform, device_id=self.device_id)
 
     def run(self, row: Sequence[Path]) -> dict[str, np.ndarray]:
-        if self.mode == "snapshot":
-            return self.analyse(row).runtime
-        arrays = infer_row(self.session, self.model, self.config, row)
+        """One sample's tensors from the board. A toolkit failure here is the board's (the
+        model built and the runtime started): BoardError, so callers keep the samples done."""
+        try:
+            if self.mode == "snapshot":
+                return self.analyse(row).runtime
+            arrays = infer_row(self.session, self.model, self.config, row)
+        except ToolkitError as err:
+            raise BoardError(f"{self.backend}: {err}") from err
         return match_outputs(self.output_names, arrays, self.build_log, self.model)
 
     def sdk_version(self) -> dict[str, str]:

@@ -55,8 +55,9 @@ def pareto_figure(
 ) -> go.Figure:
     """Output SQNR against ``cost`` ("cycles", "rw_kb" or a board column) for every scored
     config; the Pareto front is drawn as a line. ``marks`` adds named points, e.g.
-    {"auto_hybrid": (cost, sqnr)}."""
-    ok = trail[trail.error == ""].copy()
+    {"auto_hybrid": (cost, sqnr)}. Configs with no ``cost`` (scored on the emulator: no
+    compile table) cannot be placed and are left out, legend entry included."""
+    ok = trail[(trail.error == "") & trail[cost].notna()].copy()
     fig = go.Figure()
     for stage, group in ok.groupby("stage", sort=False):
         fig.add_trace(
