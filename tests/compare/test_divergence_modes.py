@@ -1,5 +1,7 @@
 """compute_divergence end to end: modes, cache, bad calibration, two inputs, interruption."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -49,6 +51,19 @@ def test_rerun_comes_from_the_cache(tiny_models, small_set, isolated_cache, monk
     changed = BuildConfig(quantized_algorithm="mmse", preprocess=PRE)
     with pytest.raises(AssertionError, match="ran again"):
         compute_divergence(model, changed, small_set, small_set.head(1), progress=False)
+
+
+def test_a_cache_hit_from_another_checkout_names_its_files(tiny_models, small_set, tmp_path, isolated_cache):
+    """The cache is keyed on file contents; the run it returns must point at the caller's
+    files, not at a checkout that may be gone (the explorer reopens the calibration list)."""
+    model, config = tiny_models["conv-relu-sigmoid"], BuildConfig(preprocess=PRE)
+    compute_divergence(model, config, small_set, small_set.head(1), progress=False)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(small_set.source.parent, moved)
+    there = CalibrationSet.from_list(moved / small_set.source.name)
+    hit = compute_divergence(model, config, there, there.head(1), progress=False)
+    assert hit.meta["calibration"]["source"] == str(there.source)
+    assert hit.meta["samples"] == [[str(p) for p in row] for row in there.head(1).rows]
 
 
 def test_broken_calibration_shows_in_the_first_layer(tiny_models, small_set, tmp_path, isolated_cache):

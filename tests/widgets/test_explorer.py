@@ -10,6 +10,7 @@ import pytest
 from workbench.compare.divergence import compute_divergence
 from workbench.compare.metrics import tensor_metrics
 from workbench.compare.result import Divergence
+from workbench.errors import DatasetError
 from workbench.preprocess import Preprocess
 from workbench.rknn.config import BuildConfig
 from workbench.widgets.explorer import MEAN, DivergenceExplorer
@@ -229,3 +230,11 @@ def test_the_what_if_table_puts_emulator_and_toolkit_side_by_side():
     ]
     assert "answers agree" in text and "conv1_out, relu1_out" in text
     assert "answers agree" not in whatif_html(state, answers=False)
+
+
+def test_a_run_whose_calibration_list_is_gone_says_how_to_point_at_it(explorer, tmp_path):
+    """A run shared from another machine names a dataset list that is not here."""
+    meta = {**explorer.result.meta, "calibration": {"source": str(tmp_path / "gone.txt")}}
+    result = Divergence(explorer.result.table, meta)
+    with pytest.raises(DatasetError, match=r"gone\.txt.*calibration=CalibrationSet\.from_list"):
+        DivergenceExplorer(result, explorer.model)

@@ -33,7 +33,7 @@ from workbench.datasets import CalibrationSet
 from workbench.emulate.fidelity import fidelity
 from workbench.emulate.runner import EmulatorRunner
 from workbench.emulate.whatif import WhatIf, layer_unit, score_variant
-from workbench.errors import ToolkitError, WorkbenchError
+from workbench.errors import DatasetError, ToolkitError, WorkbenchError
 from workbench.fix.evaluate import prepare_job, score_config
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
@@ -146,6 +146,19 @@ class WhatIfs:
         return score_config(self.job, dataclasses.replace(self.config, float_layers=tuple(layers)))
 
 
+def _saved_calibration(meta: dict) -> CalibrationSet:
+    """The calibration set a saved run names; a run opened on another machine or checkout
+    names a list that is not here, so say how to point at the local copy."""
+    source = meta.get("calibration", {}).get("source", "")
+    try:
+        return CalibrationSet.from_list(source)
+    except DatasetError as err:
+        raise DatasetError(
+            f"{err} The run was made with it; pass the local copy: "
+            "DivergenceExplorer(result, model, calibration=CalibrationSet.from_list('dataset.txt'))."
+        ) from None
+
+
 class DivergenceExplorer:
     """Interactive view of a Divergence. Display it as the last line of a cell.
 
@@ -170,7 +183,7 @@ class DivergenceExplorer:
         self.result, self.model = result, model
         meta = result.meta
         rows = [tuple(Path(p) for p in row) for row in meta.get("samples", [])]
-        calibration = calibration or CalibrationSet.from_list(meta["calibration"]["source"])
+        calibration = calibration or _saved_calibration(meta)
         config = BuildConfig.from_dict(meta["config"])
         self.tensors = LayerTensors(model, config, calibration, rows)
         samples, adapter = _whatif_samples(model, rows, answers, adapter)
