@@ -3,12 +3,14 @@
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 
 from workbench.compare.divergence import compute_divergence
 from workbench.compare.result import Divergence
 from workbench.datasets import ZOO, CalibrationSet
 from workbench.errors import DatasetError
+from workbench.model import OnnxModel
 from workbench.preprocess import Preprocess
 from workbench.rknn.config import BuildConfig
 
@@ -57,11 +59,15 @@ def test_a_cache_hit_from_another_checkout_names_its_files(tiny_models, small_se
     """The cache is keyed on file contents; the run it returns must point at the caller's
     files, not at a checkout that may be gone (the explorer reopens the calibration list)."""
     model, config = tiny_models["conv-relu-sigmoid"], BuildConfig(preprocess=PRE)
-    compute_divergence(model, config, small_set, small_set.head(1), progress=False)
+    first = compute_divergence(model, config, small_set, small_set.head(1), progress=False)
     moved = tmp_path / "elsewhere"
     shutil.copytree(small_set.source.parent, moved)
     there = CalibrationSet.from_list(moved / small_set.source.name)
+    onnx.save(model.proto, tmp_path / "copy.onnx")
+    model = OnnxModel.load(tmp_path / "copy.onnx")
     hit = compute_divergence(model, config, there, there.head(1), progress=False)
+    assert hit.meta["created"] == first.meta["created"]  # from the cache, not a new run
+    assert hit.meta["model"]["path"] == str(tmp_path / "copy.onnx")
     assert hit.meta["calibration"]["source"] == str(there.source)
     assert hit.meta["samples"] == [[str(p) for p in row] for row in there.head(1).rows]
 

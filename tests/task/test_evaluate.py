@@ -271,3 +271,25 @@ def test_toolkit_settings_swept_and_judged_by_the_answers(tmp_path):
     assert list(table.agreement) == sorted(table.agreement, reverse=True)  # best first
     advice = settings_advice(table)
     assert advice.startswith(("keep normal / channel", "switch to mmse / channel"))
+
+
+def test_a_cache_hit_from_another_folder_names_its_files(tmp_path, monkeypatch):
+    """The cache is keyed on content; the answers it returns name the caller's files."""
+    monkeypatch.setenv("RKNN_WORKBENCH_CACHE", str(tmp_path / "cache"))
+    model, means = _channel_mean_classifier(), [(0.2, 0.9, 0.1), (0.9, 0.1, 0.0)]
+    runs = []
+    for folder in ("here", "there"):
+        samples = _samples((tmp_path / folder).mkdir() or tmp_path / folder, means)
+        data = LabelledSet(samples, ["1", "0"], tmp_path / folder, "csv")
+        runs.append(
+            (
+                samples,
+                evaluate(
+                    model, BuildConfig(), samples, data, "classification", quantized=False, progress=False
+                ),
+            )
+        )
+    (samples, hit), (_, first) = runs[1], runs[0]
+    assert hit.meta["created"] == first.meta["created"]  # from the cache
+    assert hit.meta["data"]["source"] == hit.meta["calibration"]["source"] == str(tmp_path / "there")
+    assert set(hit.table.path) == {str(row[0]) for row in samples.rows}

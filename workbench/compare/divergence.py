@@ -78,7 +78,7 @@ def compute_divergence(
     key = run_key(model, config, calibration, samples, f"{name}+single" if single_layer else name)
     cached = _cache_dir() / key
     if cache and (hit := load_cached(cached)) is not None:
-        hit.meta.update(_inputs_meta(calibration, samples))  # same content, maybe another place
+        hit.meta.update(_inputs_meta(model, calibration, samples))  # same content, maybe another place
         return hit
     run = functools.partial(_measure, model, config, calibration, samples, key, progress, on_sample)
     if isinstance(backend, str):
@@ -136,19 +136,19 @@ def _run_meta(model, config, calibration, samples, table: pd.DataFrame, key: str
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "key": key,
         "mode": mode,
-        "model": model.summary(),
         "config": config.to_dict(),
-        **_inputs_meta(calibration, samples),
+        **_inputs_meta(model, calibration, samples),
         "toolkit_version": _toolkit_version(),
         "parents": compared_parents(model, set(table.loc[table.status == "compared", "layer"])),
         "support": support_summary(model, config.target_platform),
     }
 
 
-def _inputs_meta(calibration, samples) -> dict:
-    """Where this call's calibration and sample files are: a cached run keyed on their
+def _inputs_meta(model, calibration, samples) -> dict:
+    """Where this call's model, calibration and sample files are: a cached run keyed on their
     content may come from another checkout, and its paths must name this call's files."""
     return {
+        "model": model.summary(),
         "calibration": {"source": str(calibration.source), "size": len(calibration)},
         "samples": [[str(p) for p in r] for r in samples.rows],
     }

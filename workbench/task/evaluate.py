@@ -253,6 +253,7 @@ def evaluate(
         # Same content, maybe another place: the rows name this call's files.
         result = TaskResult.load(cached)
         result.table["path"] = result.table["sample"].map(lambda i: str(data.samples.rows[i][0]))
+        result.meta["model"] = model.summary()
         result.meta.setdefault("data", {})["source"] = str(data.source)
         result.meta.setdefault("calibration", {})["source"] = str(calibration.source)
         return result
