@@ -52,12 +52,42 @@ def outlier_model() -> onnx.ModelProto:
     return model
 
 
-def _images(folder: Path, n: int, seed: int, red_square: bool) -> CalibrationSet:
-    """Smooth random images in 30..220; with ``red_square`` the first has a 4x4 pure red patch."""
+def brightness_model() -> onnx.ModelProto:
+    """Conv 1x1 3->4 with positive weights (each channel grows with the brightness), ReLU,
+    conv 1x1 4->2: on dark images every tensor stays small, on bright ones it is 4x larger."""
+    rng = np.random.default_rng(1)
+    w1 = rng.uniform(0.3, 0.6, (4, 3, 1, 1)).astype(np.float32)
+    w2 = rng.uniform(0.2, 0.5, (2, 4, 1, 1)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in [(w1, "w1"), (np.full(4, 3.0, np.float32), "b1"), (w2, "w2")]
+    ]
+    inits.append(numpy_helper.from_array(np.zeros(2, np.float32), "b2"))
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "brightness",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 32, 32])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def _images(
+    folder: Path, n: int, seed: int, red_square: bool, levels: tuple[int, int] = (30, 220)
+) -> CalibrationSet:
+    """Smooth random images in ``levels``; with ``red_square`` the first has a 4x4 pure red patch."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     for i in range(n):
-        small = rng.integers(30, 220, (8, 8, 3)).astype(np.uint8)
+        small = rng.integers(*levels, (8, 8, 3)).astype(np.uint8)
         img = cv2.resize(small, (32, 32), interpolation=cv2.INTER_LINEAR)
         if red_square and i == 0:
             img[4:8, 4:8] = (0, 0, 255)  # BGR
@@ -117,3 +147,29 @@ def test_clipping_the_outlier_is_found_on_the_emulator_and_confirmed_on_the_simu
     # measured: 12.9 dB -> 30.7 dB on the simulator (one int8 step 0.36 -> ~0.01)
     assert int8.sqnr_db < 16
     assert clipped_score.sqnr_db > int8.sqnr_db + 10, (int8, clipped_score)
+
+
+@pytest.mark.toolkit
+def test_widening_what_the_samples_overflow_is_found_on_the_emulator_and_confirmed(tmp_path):
+    """Calibrated on dark images, run on bright ones: the input's int8 copy (its range is the
+    calibration set's) and every tensor after it saturate; widening them together (one alone
+    gains nothing while the next still saturates) gives the answers back."""
+    from workbench.emulate.runner import EmulatorRunner
+    from workbench.fix.evaluate import prepare_job, score_config
+    from workbench.fix.ranges import score_clips, search_ranges
+
+    model = OnnxModel.from_proto(brightness_model())
+    dark = _images(tmp_path / "dark", 6, 1, False, levels=(20, 90))
+    bright = _images(tmp_path / "bright", 3, 2, False, levels=(170, 250))
+    emulator = EmulatorRunner(model, CONFIG, dark, cache=False)
+    search = search_ranges(emulator, dark, bright)
+    widened = {c.tensor: c for c in search.clips if c.kind == "widen"}
+    assert {"x_int8", "r1"} <= set(widened) and widened["r1"].hi > 2 * widened["r1"].was[1]
+    assert widened["x_int8"].was[1] == 0.0 and widened["x_int8"].hi > 1.5  # x = (R - 127.5) / 64
+    job = prepare_job(model, CONFIG, dark, bright)
+    int8, wider = score_config(job, CONFIG), score_clips(job, search.clips)
+    # measured: 4.9 dB -> 55.2 dB, the emulator and the simulator alike
+    assert int8.sqnr_db == pytest.approx(search.int8_sqnr_db, abs=1.0) and int8.sqnr_db < 10
+    assert wider.sqnr_db == pytest.approx(search.sqnr_db, abs=1.0) and wider.sqnr_db > int8.sqnr_db + 30
+    # the calibration set itself overflows nothing: nothing to widen
+    assert all(c.kind == "clip" for c in search_ranges(emulator, dark).clips)

@@ -1,11 +1,15 @@
-"""Range setting: clip activation ranges that a rare outlier stretched, found on the emulator,
-exported through the toolkit's own hybrid step-2 cfg and confirmed on the simulator.
+"""Range setting: clip activation ranges that a rare outlier stretched, or widen ranges the
+samples overflow, found on the emulator, exported through the toolkit's own hybrid step-2 cfg
+and confirmed on the simulator.
 
 The toolkit's calibration ("normal") takes each activation's full calibration range: one
 rare outlier (a ReLU output of 92 where the rest stays below 3) makes the int8 step 30 times
 coarser for every other value. Here each layer boundary's float values over the calibration
-set go into a histogram; its percentiles are the candidate ranges; a greedy search on the
-emulator keeps the clip that raises the model outputs' SQNR most, tensor by tensor.
+set go into a histogram; its percentiles are the candidate clips. The other way round, a
+calibration set darker or narrower than the data the model will see leaves ranges the samples
+overflow: every value beyond them saturates; the samples' own range is the candidate widening.
+A greedy search on the emulator keeps, tensor by tensor, the range that raises the model
+outputs' SQNR on the samples most.
 
 Measured on rknn-toolkit2 2.5.0: ``hybrid_quantization_step2`` honours edited ``min``/``max``
 of a tensor in the ``.quantization.cfg`` (and recomputes its scale from them), but refuses an
@@ -44,13 +48,14 @@ MIN_GAIN_DB = 0.1
 
 @dataclass(frozen=True)
 class Clip:
-    """One tensor's range, clipped."""
+    """One tensor's new range: clipped to a calibration percentile, or widened to the samples'."""
 
     tensor: str  #: the toolkit's name (the .quantization.cfg key)
     lo: float  #: new min
     hi: float  #: new max
     was: tuple[float, float]  #: the cfg's (min, max)
-    percentile: float  #: the calibration percentile the clip came from
+    percentile: float  #: the percentile it came from: of the calibration values, or 100 (samples')
+    kind: str = "clip"  #: "clip" (narrower than the cfg's) or "widen" (wider)
 
 
 @dataclass
@@ -106,6 +111,17 @@ def candidate_clips(name: str, cfg: TensorQuant, histogram, percentiles=PERCENTI
     return out
 
 
+def candidate_widening(name: str, cfg: TensorQuant, seen: tuple[float, float]) -> list[Clip]:
+    """The cfg range joined with ``seen`` (the samples' min and max) when the samples overflow
+    it by at least one int8 step; an empty list otherwise."""
+    lo, hi = _first(cfg.extra.get("min")), _first(cfg.extra.get("max"))
+    step = (max(hi, 0.0) - min(lo, 0.0)) / 255
+    new_lo, new_hi = min(lo, seen[0]), max(hi, seen[1])
+    if (new_hi - hi) + (lo - new_lo) < step:
+        return []
+    return [Clip(name, new_lo, new_hi, (lo, hi), 100.0, "widen")]
+
+
 def search_ranges(
     emulator: EmulatorRunner,
     calibration: CalibrationSet,
@@ -115,10 +131,11 @@ def search_ranges(
     max_tensors: int = 24,
     min_gain_db: float = MIN_GAIN_DB,
 ) -> RangeSearch:
-    """Greedy per-tensor clipping on the emulator.
+    """Greedy per-tensor range setting on the emulator: clips and widenings.
 
-    The layer boundaries whose cfg range is widest against their 99.99th percentile come
-    first (at most ``max_tensors``); for each, every candidate clip is emulated and the best
+    The layer boundaries whose range is furthest from the data come first (at most
+    ``max_tensors``): the cfg range widest against its calibration 99.99th percentile, or
+    most overflowed by the samples. For each, every candidate range is emulated and the best
     one kept if it raises the mean (over ``samples``, the calibration set by default) of the
     worst output's SQNR against float by ``min_gain_db``. No toolkit build: confirm the
     result with :func:`score_clips`.
@@ -128,14 +145,36 @@ def search_ranges(
     plain = EmulatorRunner(
         emulator.model, emulator.config, rules=emulator.rules, step1=emulator.step1, quantize=False
     )
-    expected = [plain.run_arrays(f, plain.output_names) for f in feeds]
-    names = _clippable(emulator)
-    hist = range_histograms(emulator, calibration, names)
-    candidates = {t: candidate_clips(t, emulator.step1.tensors[t], hist[t], percentiles) for t in hist}
+    clippable = _clippable(emulator)
+    names = [*_input_copies(emulator), *clippable]
+    expected, seen = _float_outputs_and_ranges(plain, feeds, names)
+    hist = range_histograms(emulator, calibration, clippable)
+    candidates = {
+        t: [
+            *(candidate_clips(t, emulator.step1.tensors[t], hist[t], percentiles) if t in hist else []),
+            *candidate_widening(t, emulator.step1.tensors[t], seen[t]),
+        ]
+        for t in names
+    }
     order = sorted((t for t in candidates if candidates[t]), key=lambda t: -_stretch(candidates[t]))
     chosen: dict[str, Clip] = {}
     best = _sqnr(emulator, feeds, expected)
     start, tried, runs = best, [], 0
+    # Data the calibration did not cover overflows a chain of tensors: widening one of them
+    # alone gains nothing while the next still saturates, so first try them all at once.
+    widen = [c for t in order for c in candidates[t] if c.kind == "widen"]
+    if widen:
+        got, runs = _sqnr(with_clips(emulator, widen), feeds, expected), 1
+        tried.append(
+            {
+                "tensor": f"{len(widen)} overflowed tensors",
+                "percentile": 100.0,
+                "hi": math.nan,
+                "sqnr_db": got,
+            }
+        )
+        if got >= best + min_gain_db:
+            chosen, best = {c.tensor: c for c in widen}, got
     for tensor in order[:max_tensors]:
         results = []
         for clip in candidates[tensor]:
@@ -207,8 +246,8 @@ def score_clips(job, clips: Sequence[Clip]):
 
 
 def _clippable(emulator: EmulatorRunner) -> list[str]:
-    """Int8 boundaries an op writes: not the model inputs nor their int8 copies (their range
-    is the preprocessing's), nor float16 copies."""
+    """Int8 boundaries an op writes: not the model inputs nor their int8 copies (see
+    :func:`_input_copies`), nor float16 copies."""
     graph = emulator.step1.proto.graph
     produced = {o for n in graph.node if n.op_type != "exDataConvert" for o in n.output}
     return [
@@ -218,10 +257,39 @@ def _clippable(emulator: EmulatorRunner) -> list[str]:
     ]
 
 
+def _input_copies(emulator: EmulatorRunner) -> list[str]:
+    """The model inputs' int8 copies. Their range is the calibration set's, after the mean and
+    std (measured on 2.5.0: calibrated on dark images, a bright one saturates at the input,
+    4.9 dB; widened through the step-2 cfg, 55 dB): they may be widened, never clipped."""
+    graph = emulator.step1.proto.graph
+    inputs = {i.name for i in graph.input}
+    return [
+        o
+        for n in graph.node
+        if n.op_type == "exDataConvert" and n.input and n.input[0] in inputs
+        for o in n.output
+        if o in emulator.step1.tensors and emulator.step1.tensors[o].params
+    ]
+
+
+def _float_outputs_and_ranges(plain: EmulatorRunner, feeds, names: Sequence[str]) -> tuple[list, dict]:
+    """The float outputs per sample, and each of ``names``' (min, max) over the samples."""
+    expected, seen = [], {}
+    for f in feeds:
+        got = plain.run_arrays(f, list(dict.fromkeys([*plain.output_names, *names])))
+        expected.append({n: got[n] for n in plain.output_names})
+        for t in names:
+            lo, hi = seen.get(t, (math.inf, -math.inf))
+            seen[t] = (min(lo, float(got[t].min())), max(hi, float(got[t].max())))
+    return expected, seen
+
+
 def _stretch(clips: Sequence[Clip]) -> float:
-    """How much wider the cfg range is than the narrowest candidate's (the search order)."""
-    c = clips[-1]
-    return (c.was[1] - c.was[0]) / max(c.hi - c.lo, 1e-12)
+    """How far the cfg range is from the data (the search order): how much wider it is than
+    the narrowest clip, or how much narrower than the widening."""
+    widths = [c.hi - c.lo for c in clips]
+    was = clips[0].was[1] - clips[0].was[0]
+    return max(was / max(min(widths), 1e-12), max(widths) / max(was, 1e-12))
 
 
 def _sqnr(emulator: EmulatorRunner, feeds: Sequence[Mapping], expected: Sequence[Mapping]) -> float:

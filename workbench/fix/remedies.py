@@ -171,13 +171,15 @@ def _emulator(job: SweepJob, shared: dict) -> tuple[Any, int]:
 def _ranges(job: SweepJob, shared: dict):
 
     emulator, builds = _emulator(job, shared)
-    search = search_ranges(emulator, job.calibration)
+    search = search_ranges(emulator, job.calibration, job.samples)
     if not search.clips:
-        return None, builds, "the emulator found no clip worth it", search
+        return None, builds, "the emulator found no range worth changing", search
     score = score_clips(job, search.clips)
+    kinds = [c.kind for c in search.clips]
     note = (
-        f"{len(search.clips)} tensors clipped; emulator {search.int8_sqnr_db:.1f} -> "
-        f"{search.sqnr_db:.1f} dB on calibration ({search.emulator_runs} emulator runs)"
+        f"{kinds.count('clip')} tensors clipped, {kinds.count('widen')} widened; emulator "
+        f"{search.int8_sqnr_db:.1f} -> {search.sqnr_db:.1f} dB on the samples "
+        f"({search.emulator_runs} emulator runs)"
     )
     return score, builds + 1, note, search
 
