@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
+import workbench.compare.divergence as divergence
 from workbench.compare.divergence import compute_divergence
 from workbench.compare.result import Divergence
 from workbench.datasets import ZOO, CalibrationSet
@@ -70,6 +71,34 @@ def test_a_cache_hit_from_another_checkout_names_its_files(tiny_models, small_se
     assert hit.meta["model"]["path"] == str(tmp_path / "copy.onnx")
     assert hit.meta["calibration"]["source"] == str(there.source)
     assert hit.meta["samples"] == [[str(p) for p in row] for row in there.head(1).rows]
+
+
+def test_float_tensors_are_reused_across_calls(tiny_models, small_set, monkeypatch):
+    """A what-if loop passes ``floats``: the float model runs once per sample, not per call."""
+    model, config, floats = tiny_models["conv-relu-sigmoid"], BuildConfig(preprocess=PRE), {}
+    first = compute_divergence(
+        model,
+        config,
+        small_set,
+        small_set.head(2),
+        backend="float",
+        floats=floats,
+        cache=False,
+        progress=False,
+    )
+    assert set(floats) == {tuple(r) for r in small_set.head(2).rows}
+    monkeypatch.setattr(divergence, "FloatRunner", None)  # float again would fail
+    again = compute_divergence(
+        model,
+        config,
+        small_set,
+        small_set.head(2),
+        backend="float",
+        floats=floats,
+        cache=False,
+        progress=False,
+    )
+    assert again.table.equals(first.table)
 
 
 def test_broken_calibration_shows_in_the_first_layer(tiny_models, small_set, tmp_path, isolated_cache):

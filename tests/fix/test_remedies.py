@@ -24,6 +24,15 @@ def test_a_gain_is_more_agreement_or_the_same_agreement_and_half_a_db():
     assert confirmed(Score((), sqnr_db=20.5), Score((), sqnr_db=20.0))  # no adapter: SQNR
 
 
+def test_an_sqnr_gain_must_pay_for_the_cycles_it_adds():
+    base = Score((), sqnr_db=20.0, agreement=0.5, cycles=1000)
+    # lcnet's auto_hybrid, measured: +0.7 dB at +15 % cycles; it needs 0.5 + 3 dB
+    assert not confirmed(Score((), sqnr_db=20.7, agreement=0.5, cycles=1150), base)
+    assert confirmed(Score((), sqnr_db=23.6, agreement=0.5, cycles=1150), base)
+    assert confirmed(Score((), sqnr_db=20.7, agreement=0.5, cycles=900), base)  # cheaper: 0.5 dB
+    assert confirmed(Score((), sqnr_db=15.0, agreement=0.75, cycles=2000), base)  # answers back: kept
+
+
 def test_unknown_remedy_is_refused_before_any_build(small_set):
     model = OnnxModel.from_proto(badly_scaled())
     with pytest.raises(WorkbenchError, match="Unknown remedies \\['magic'\\]"):

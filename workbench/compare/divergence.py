@@ -37,6 +37,7 @@ def compute_divergence(
     progress: bool = True,
     on_sample=None,
     single_layer: bool = True,
+    floats: dict | None = None,
 ) -> Divergence:
     """Float (onnxruntime) vs a quantized backend per layer, over ``samples``.
 
@@ -65,6 +66,9 @@ def compute_divergence(
         cache: reuse the saved result of an identical earlier call (same model bytes,
             config, calibration and sample file contents, backend).
         progress: show a progress bar. ``on_sample(done, total)`` is called after each sample.
+        floats: ``{sample row: float tensors}``, filled here and reused by later calls with
+            the same model and preprocessing (a what-if loop: the float model does not change
+            with the quantization, and on yolov8n it costs more than the emulator).
 
     Raises:
         ConfigError, DatasetError before any build; ToolkitError if the toolkit fails;
@@ -80,22 +84,25 @@ def compute_divergence(
     if cache and (hit := load_cached(cached)) is not None:
         hit.meta.update(_inputs_meta(model, calibration, samples))  # same content, maybe another place
         return hit
-    run = functools.partial(_measure, model, config, calibration, samples, key, progress, on_sample)
+    run = functools.partial(_measure, model, config, calibration, samples, key, progress, on_sample, floats)
     if isinstance(backend, str):
         options = {"workdir": workdir, "check_row": samples.rows[0], "single_layer": single_layer}
         with open_backend(backend, model, config, calibration, **options) as runner:
             result = run(runner, backend)
     else:
-        result = run(backend, name)
+        result = run(backend, backend.backend)
     if cache:
         result.save(cached)
     return result
 
 
-def _measure(model, config, calibration, samples, key, progress, on_sample, runner, mode: str) -> Divergence:
+def _measure(
+    model, config, calibration, samples, key, progress, on_sample, floats, runner, mode: str
+) -> Divergence:
     """The per-layer rows of ``runner`` against float on every sample; a board failure raises
     BoardError with the samples done in ``err.partial``."""
-    reference, constants, rows = FloatRunner(model, config.preprocess), constant_tensors(model), []
+    floats = {} if floats is None else floats
+    reference, constants, rows = None, constant_tensors(model), []
     bar = tqdm(total=len(samples), desc=f"per-layer divergence ({mode})", disable=not progress)
 
     def result() -> Divergence:
@@ -106,9 +113,12 @@ def _measure(model, config, calibration, samples, key, progress, on_sample, runn
     done = 0
     try:
         for i, measured in enumerate(runner.measure_many(samples.rows)):
-            floats = reference.run(samples.rows[i])
+            row = tuple(samples.rows[i])
+            if row not in floats:
+                reference = reference or FloatRunner(model, config.preprocess)
+                floats[row] = reference.run(row)
             rows += sample_rows(
-                model.tensors, floats, measured, sample=i, backend=runner.backend, constants=constants,
+                model.tensors, floats[row], measured, sample=i, backend=runner.backend, constants=constants,
                 guard=runner.guard,
             )  # fmt: skip
             done = i + 1

@@ -159,6 +159,10 @@ class EmulatorRunner(BaseRunner):
             }
         return self._toolkit_shapes.get(name)
 
+    @property
+    def meta(self) -> dict:
+        return {"float16": list(self.float_layers)}
+
     def variant(self, float_layers: Iterable[str]) -> EmulatorRunner:
         """The same emulator with ``float_layers`` in float16 (the config's included):
         a graph edit and a new onnxruntime session, no toolkit call."""

@@ -16,13 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from workbench.compare.metrics import tensor_metrics
-from workbench.compare.result import COLUMNS, Divergence
-from workbench.compare.rows import compared_parents, constant_tensors, layer_rows
 from workbench.errors import EmulatorError
-from workbench.runners.float import FloatRunner
 
 
 @dataclass(frozen=True)
@@ -95,48 +91,3 @@ def _agreement(job, got: list[dict[str, np.ndarray]]) -> float:
         except Exception:  # e.g. NaN outputs: a wrong answer, not a failed what-if
             agree.append(False)
     return float(np.mean(agree)) if agree else math.nan
-
-
-def emulated_divergence(
-    model, config, calibration, samples, runner, floats: dict | None = None, on_sample=None
-) -> Divergence:
-    """Float vs ``runner`` (an EmulatorRunner or one of its variants) per layer, rows
-    labelled "emulator", as ``compare.divergence.compare_runner`` makes them, with the float
-    tensors kept in ``floats`` across calls: they do not depend on the quantization
-    settings, and on yolov8n they cost more than the emulator itself.
-
-    Args:
-        model, config, calibration, samples: as for compare_runner; ``config`` is recorded
-            in the run (give its float_layers the variant's).
-        floats: ``{row: float tensors}`` for ``config.preprocess``, filled here; a new dict
-            when the preprocessing changes.
-        on_sample: ``fn(done, total)`` after each sample.
-    Returns:
-        a Divergence whose meta has mode "emulate" and the variant's float16 tensors.
-    """
-    floats = {} if floats is None else floats
-    samples.validate(model.inputs, config.preprocess)
-    wanted = set(runner.step1.tensors) | set(runner.names.values()) | set(model.outputs)
-    keep = [t.name for t in model.tensors if t.name in wanted]
-    reference, constants, rows = None, constant_tensors(model), []
-    for i, row in enumerate(samples.rows):
-        if tuple(row) not in floats:
-            reference = reference or FloatRunner(model, config.preprocess, keep=keep)
-            floats[tuple(row)] = reference.run(row)
-        rows += layer_rows(
-            model.tensors, floats[tuple(row)], runner.run(row), sample=i, backend=runner.backend,
-            constants=constants,
-        )  # fmt: skip
-        if on_sample:
-            on_sample(i + 1, len(samples))
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    meta = {
-        "mode": "emulate",
-        "model": model.summary(),
-        "config": config.to_dict(),
-        "calibration": {"source": str(calibration.source), "size": len(calibration)},
-        "samples": [[str(p) for p in r] for r in samples.rows],
-        "float16": list(runner.float_layers),
-        "parents": compared_parents(model, set(table.loc[table.status == "compared", "layer"])),
-    }
-    return Divergence(table, meta)

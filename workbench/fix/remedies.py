@@ -38,6 +38,9 @@ from workbench.rknn.config import BuildConfig
 REMEDIES = ("auto_hybrid", "settings", "ranges", "cle", "bias")
 #: A remedy must raise the output SQNR by this much (at equal agreement) to be kept.
 MIN_GAIN_DB = 0.5
+#: ... plus this much per percent of cycles it adds: an SQNR gain alone must pay for the
+#: time it costs (1 dB per 5 %); a gain in answers is kept whatever it costs.
+DB_PER_COST_PERCENT = 0.2
 COLUMNS = ["remedy", "agreement", "sqnr_db", "cycles", "builds", "wall_s", "kept", "note"]
 
 
@@ -101,7 +104,9 @@ def try_remedies(
         score = score if applied else Score(())  # nothing to apply: no numbers, never kept
         kept = confirmed(score, base)
         if applied and not kept and not score.error:
-            note = f"{note}; no gain, not applied" if note else "no gain, not applied"
+            cost = _cost_percent(score, base)
+            verdict = f"too little for +{cost:.0f} % cycles" if cost >= 1 else "no gain"
+            note = f"{note}; {verdict}, not applied" if note else f"{verdict}, not applied"
         scores[name], results[name] = score, result
         rows.append(_row(name, score, builds, wall, kept, score.error or note))
     return Remedies(pd.DataFrame(rows, columns=COLUMNS), scores, results)
@@ -109,12 +114,22 @@ def try_remedies(
 
 def confirmed(score: Score, base: Score, min_gain_db: float = MIN_GAIN_DB) -> bool:
     """The simulator confirms a gain over ``base``: more answers agree with float, or as
-    many and the output SQNR is at least ``min_gain_db`` higher."""
+    many and the output SQNR is at least ``min_gain_db`` higher, plus
+    ``DB_PER_COST_PERCENT`` for every percent of cycles the remedy adds."""
     if score.error or base.error:
         return not score.error and bool(base.error)
     if score.agreement is not None and base.agreement is not None and score.agreement != base.agreement:
         return score.agreement > base.agreement
-    return score.sqnr_db >= base.sqnr_db + min_gain_db
+    return score.sqnr_db >= base.sqnr_db + min_gain_db + DB_PER_COST_PERCENT * max(
+        _cost_percent(score, base), 0
+    )
+
+
+def _cost_percent(score: Score, base: Score) -> float:
+    """The cycles ``score`` adds over ``base``, in percent (0 when either is unknown)."""
+    if not score.cycles or not base.cycles:
+        return 0.0
+    return 100.0 * (score.cycles - base.cycles) / base.cycles
 
 
 def _row(name: str, score: Score, builds: int, wall: float, kept: bool, note: str) -> dict:

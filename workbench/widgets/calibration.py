@@ -31,7 +31,7 @@ from workbench.compare.result import Divergence
 from workbench.datasets import CalibrationSet, datasets_dir
 from workbench.emulate.fidelity import fidelity
 from workbench.emulate.runner import EmulatorRunner
-from workbench.emulate.whatif import emulated_divergence, layer_unit
+from workbench.emulate.whatif import layer_unit
 from workbench.errors import WorkbenchError
 from workbench.model import OnnxModel
 from workbench.preprocess import IMAGE_SUFFIXES, Preprocess
@@ -261,9 +261,9 @@ class CalibrationPanel:
             variant = runner.variant(layers) if layers else runner
             floats = self._floats.setdefault(repr(config.preprocess), {})
             self._say("emulating ...")
-            self._runs[done] = emulated_divergence(
-                self.model, config, calibration, samples, variant, floats,
-                on_sample=lambda n, total: setattr(self.progress, "value", n),
+            self._runs[done] = compute_divergence(
+                self.model, config, calibration, samples, backend=variant, floats=floats, cache=False,
+                progress=False, on_sample=lambda n, total: setattr(self.progress, "value", n),
             )  # fmt: skip
         self.progress.value = self.progress.max
         return config, self._runs[done]
