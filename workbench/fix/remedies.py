@@ -196,6 +196,8 @@ def _ranges(job: SweepJob, shared: dict):
         f"{search.int8_sqnr_db:.1f} -> {search.sqnr_db:.1f} dB on the samples "
         f"({search.emulator_runs} emulator runs)"
     )
+    if kinds.count("widen"):
+        note += "; the samples overflow ranges the calibration set gave: calibrate on data like them"
     return score, builds + 1, note, search
 
 
