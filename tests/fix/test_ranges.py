@@ -80,7 +80,7 @@ def brightness_model() -> onnx.ModelProto:
     return model
 
 
-def _images(
+def images(
     folder: Path, n: int, seed: int, red_square: bool, levels: tuple[int, int] = (30, 220)
 ) -> CalibrationSet:
     """Smooth random images in ``levels``; with ``red_square`` the first has a 4x4 pure red patch."""
@@ -99,7 +99,7 @@ def _images(
 def outlier(tmp_path_factory):
     root = tmp_path_factory.mktemp("outlier")
     model = OnnxModel.from_proto(outlier_model())
-    return model, _images(root / "cal", 8, 1, True), _images(root / "samples", 3, 2, False)
+    return model, images(root / "cal", 8, 1, True), images(root / "samples", 3, 2, False)
 
 
 def test_candidates_are_the_calibration_percentiles_inside_the_cfg_range():
@@ -159,8 +159,8 @@ def test_widening_what_the_samples_overflow_is_found_on_the_emulator_and_confirm
     from workbench.fix.ranges import score_clips, search_ranges
 
     model = OnnxModel.from_proto(brightness_model())
-    dark = _images(tmp_path / "dark", 6, 1, False, levels=(20, 90))
-    bright = _images(tmp_path / "bright", 3, 2, False, levels=(170, 250))
+    dark = images(tmp_path / "dark", 6, 1, False, levels=(20, 90))
+    bright = images(tmp_path / "bright", 3, 2, False, levels=(170, 250))
     emulator = EmulatorRunner(model, CONFIG, dark, cache=False)
     search = search_ranges(emulator, dark, bright)
     widened = {c.tensor: c for c in search.clips if c.kind == "widen"}

@@ -11,9 +11,13 @@ from workbench.compare.divergence import compute_divergence
 from workbench.compare.metrics import tensor_metrics
 from workbench.compare.result import Divergence
 from workbench.errors import DatasetError
+from workbench.model import OnnxModel
 from workbench.preprocess import Preprocess
 from workbench.rknn.config import BuildConfig
 from workbench.widgets.explorer import MEAN, DivergenceExplorer
+
+from ..fix.conftest import CONFIG
+from ..fix.test_ranges import images, outlier_model
 
 pytestmark = pytest.mark.toolkit
 
@@ -238,3 +242,32 @@ def test_a_run_whose_calibration_list_is_gone_says_how_to_point_at_it(explorer, 
     result = Divergence(explorer.result.table, meta)
     with pytest.raises(DatasetError, match=r"gone\.txt.*calibration=CalibrationSet\.from_list"):
         DivergenceExplorer(result, explorer.model)
+
+
+def test_fitting_a_layers_range_clips_the_outlier_and_the_toolkit_agrees(tmp_path):
+    """A ReLU output stretched to 92 by one red patch in the calibration set: the range
+    what-if clips it on the emulator, and one toolkit build confirms the gain."""
+    model = OnnxModel.from_proto(outlier_model())
+    calibration, samples = images(tmp_path / "cal", 8, 1, True), images(tmp_path / "samples", 2, 2, False)
+    result = compute_divergence(model, CONFIG, calibration, samples, progress=False, cache=False)
+    explorer = DivergenceExplorer(result, model, calibration=calibration)
+    try:
+        click(explorer, "r1")
+        assert explorer.fit_range() is not None, explorer.whatif_status.value
+        clip, base, emulated = (
+            explorer._whatif["range"],
+            explorer._whatif["base"],
+            explorer._whatif["emulator"],
+        )
+        assert clip.kind == "clip" and clip.was[1] > 90 and clip.hi < 3
+        assert emulated.sqnr_db > base.sqnr_db + 10
+        assert "r1 range clipped to" in explorer.whatif_status.value
+        assert "confirm it with one toolkit build" in explorer.whatif_status.value
+        explorer.confirm_button.click()
+        toolkit = explorer._whatif["toolkit"]
+        assert not toolkit.error and toolkit.sqnr_db == pytest.approx(emulated.sqnr_db, abs=1.0)
+        click(explorer, "y")  # the output: barely overflowed, widening it gains nothing
+        explorer.fit_range()
+        assert "too little to act on" in explorer.whatif_status.value
+    finally:
+        explorer.close()

@@ -122,6 +122,58 @@ def candidate_widening(name: str, cfg: TensorQuant, seen: tuple[float, float]) -
     return [Clip(name, new_lo, new_hi, (lo, hi), 100.0, "widen")]
 
 
+class RangeCandidates:
+    """Every layer boundary's candidate ranges, computed once (one float pass over the
+    calibration set and one over the samples, in onnxruntime): the clips at the calibration
+    histogram's percentiles and the widening the samples' own range asks for.
+
+    Args:
+        emulator: the EmulatorRunner of the int8 model.
+        calibration: where the clips' histograms come from.
+        samples: the data the ranges must fit (and ``expected``, its float outputs).
+    """
+
+    def __init__(
+        self,
+        emulator: EmulatorRunner,
+        calibration: CalibrationSet,
+        samples: CalibrationSet,
+        percentiles: Sequence[float] = PERCENTILES,
+    ):
+        self.emulator, self.percentiles = emulator, percentiles
+        self.feeds = [load_row(r, emulator.model.inputs, emulator.config.preprocess) for r in samples.rows]
+        plain = EmulatorRunner(
+            emulator.model, emulator.config, rules=emulator.rules, step1=emulator.step1, quantize=False
+        )
+        clippable = _clippable(emulator)
+        #: the tensors whose range may change (toolkit names): the inputs' int8 copies first
+        self.tensors = [*_input_copies(emulator), *clippable]
+        self.expected, self.seen = _float_outputs_and_ranges(plain, self.feeds, self.tensors)
+        self.histograms = range_histograms(emulator, calibration, clippable)
+
+    def tensor_of(self, name: str) -> str | None:
+        """The tensor whose range stands for ``name`` (a toolkit name): itself, or for a
+        model output's float copy the int8 tensor behind it; None if it has no range."""
+        if name in self.tensors:
+            return name
+        convert = next(
+            (
+                n
+                for n in self.emulator.step1.proto.graph.node
+                if name in n.output and n.op_type == "exDataConvert"
+            ),
+            None,
+        )
+        return convert.input[0] if convert is not None and convert.input[0] in self.tensors else None
+
+    def of(self, tensor: str) -> list[Clip]:
+        """``tensor``'s candidate ranges: clips (narrowest last), then the widening."""
+        cfg = self.emulator.step1.tensors[tensor]
+        hist = self.histograms.get(tensor)
+        clips = candidate_clips(tensor, cfg, hist, self.percentiles) if hist is not None else []
+        return [*clips, *candidate_widening(tensor, cfg, self.seen[tensor])]
+
+
 def search_ranges(
     emulator: EmulatorRunner,
     calibration: CalibrationSet,
@@ -140,22 +192,9 @@ def search_ranges(
     worst output's SQNR against float by ``min_gain_db``. No toolkit build: confirm the
     result with :func:`score_clips`.
     """
-    samples = samples or calibration
-    feeds = [load_row(r, emulator.model.inputs, emulator.config.preprocess) for r in samples.rows]
-    plain = EmulatorRunner(
-        emulator.model, emulator.config, rules=emulator.rules, step1=emulator.step1, quantize=False
-    )
-    clippable = _clippable(emulator)
-    names = [*_input_copies(emulator), *clippable]
-    expected, seen = _float_outputs_and_ranges(plain, feeds, names)
-    hist = range_histograms(emulator, calibration, clippable)
-    candidates = {
-        t: [
-            *(candidate_clips(t, emulator.step1.tensors[t], hist[t], percentiles) if t in hist else []),
-            *candidate_widening(t, emulator.step1.tensors[t], seen[t]),
-        ]
-        for t in names
-    }
+    ranges = RangeCandidates(emulator, calibration, samples or calibration, percentiles)
+    feeds, expected = ranges.feeds, ranges.expected
+    candidates = {t: ranges.of(t) for t in ranges.tensors}
     order = sorted((t for t in candidates if candidates[t]), key=lambda t: -_stretch(candidates[t]))
     chosen: dict[str, Clip] = {}
     best = _sqnr(emulator, feeds, expected)

@@ -35,6 +35,8 @@ from workbench.emulate.runner import EmulatorRunner
 from workbench.emulate.whatif import WhatIf, layer_unit, score_variant
 from workbench.errors import DatasetError, ToolkitError, WorkbenchError
 from workbench.fix.evaluate import prepare_job, score_config
+from workbench.fix.ranges import Clip, RangeCandidates, score_clips, with_clips
+from workbench.fix.remedies import MIN_GAIN_DB
 from workbench.model import OnnxModel
 from workbench.rknn.config import BuildConfig
 from workbench.runners.float import FloatRunner
@@ -104,6 +106,8 @@ class WhatIfs:
         self.fidelity = None  #: its FidelityReport against the simulator
         self.job = None  #: the SweepJob: samples, float outputs and answers
         self._scores: dict[tuple[str, ...], WhatIf] = {}
+        self._ranges: RangeCandidates | None = None  #: every boundary's candidate ranges, once
+        self._fitted: dict[str, tuple[Clip, WhatIf]] = {}
 
     def prepare(self, say: Callable[[str, int], None] = lambda text, step: None) -> None:
         """Build the emulator (the toolkit's step 1), the float references and the
@@ -144,6 +148,36 @@ class WhatIfs:
         (``workbench.fix.evaluate.Score``: sqnr_db, agreement, cycles, error)."""
 
         return score_config(self.job, dataclasses.replace(self.config, float_layers=tuple(layers)))
+
+    def fit_range(self, layer: str) -> tuple[Clip, WhatIf]:
+        """The emulator's best int8 range for ``layer``'s output: each candidate (clipped to
+        a calibration percentile, or widened to the samples' range) scored, the best kept.
+        The first call computes every boundary's candidates (a float pass over the
+        calibration set and the samples).
+
+        Raises:
+            WorkbenchError: the layer's range already fits (no candidate), or it is no
+                compiled layer's output.
+        """
+        if self._ranges is None:
+            self._ranges = RangeCandidates(self.emulator, self.calibration, self.job.samples)
+        tensor = self._ranges.tensor_of(self.unit(layer)[-1])
+        if tensor not in self._fitted:
+            options = self._ranges.of(tensor) if tensor else []
+            if not options:
+                raise WorkbenchError(
+                    f"{layer}'s int8 range already fits the data: no outlier to clip and no sample "
+                    "overflows it. Try keeping it in float16 instead."
+                )
+            scored = [(score_variant(with_clips(self.emulator, [c]), self.job), c) for c in options]
+            what, clip = max(scored, key=lambda r: (r[0].agreement or 0.0, r[0].sqnr_db))
+            self._fitted[tensor] = (clip, what)
+        return self._fitted[tensor]
+
+    def confirm_range(self, clip: Clip):
+        """One toolkit build (step 1, the edited cfg, step 2) with ``clip``, scored as
+        :meth:`confirm` scores."""
+        return score_clips(self.job, [clip])
 
 
 def _saved_calibration(meta: dict) -> CalibrationSet:
@@ -229,6 +263,12 @@ class DivergenceExplorer:
             description="keep this layer in float16 (what-if)", icon="flask", layout=w.Layout(width="auto")
         )
         self.what_if_button.on_click(lambda _: self.what_if())
+        self.range_button = w.Button(
+            description="fit its int8 range to the data (what-if)",
+            icon="arrows-h",
+            layout=w.Layout(width="auto"),
+        )
+        self.range_button.on_click(lambda _: self.fit_range())
         self.confirm_button = w.Button(
             description="confirm with the toolkit", icon="check", disabled=True, layout=w.Layout(width="auto")
         )
@@ -238,7 +278,10 @@ class DivergenceExplorer:
         self._whatif: dict = {}  # the shown what-if: layer, unit, emulator and toolkit scores
         # The what-if panel, like the tensor panel, appears with the first click.
         self._whatif_box = w.VBox(
-            [w.HBox([self.what_if_button, self.confirm_button, self.whatif_progress]), self.whatif_status],
+            [
+                w.HBox([self.what_if_button, self.range_button, self.confirm_button, self.whatif_progress]),
+                self.whatif_status,
+            ],
             layout=w.Layout(display="none"),
         )
         self.widget = w.VBox(
@@ -348,22 +391,44 @@ class DivergenceExplorer:
         self._show_whatif({"layer": layer, "unit": unit, "base": base, "emulator": variant})
         return variant
 
+    def fit_range(self) -> WhatIf | None:
+        """Give the selected layer's output the emulator's best int8 range (clipped to a
+        calibration percentile, or widened to what the samples reach) and show its score
+        next to the int8 model's. Returns the variant's score (None when it could not be
+        given)."""
+        layer = self.selected
+        if layer is None or not self._prepare() or not self.whatifs.faithful:
+            return None
+        try:
+            self._say(f"fitting {html.escape(layer)}'s range on the emulator ...")
+            base, (clip, variant) = self.whatifs.emulate(), self.whatifs.fit_range(layer)
+        except WorkbenchError as err:
+            self._say(f"<b>{html.escape(layer)}</b>: {html.escape(str(err))}")
+            return None
+        self._show_whatif({"layer": layer, "range": clip, "base": base, "emulator": variant})
+        return variant
+
     def confirm(self):
-        """Build the selected layer's float16 what-if once with the toolkit and show its
-        numbers beside the emulator's. Returns the toolkit's Score (None on failure)."""
+        """Build the selected layer's what-if (float16, or its fitted range) once with the
+        toolkit and show its numbers beside the emulator's. Returns the toolkit's Score
+        (None on failure)."""
         layer = self.selected
         if layer is None or not self._prepare():
             return None
+        clip = self._whatif.get("range")
         try:
-            unit = self._whatif.get("unit") or tuple(self.whatifs.unit(layer))
-            self._say(f"building {html.escape(layer)} in float16 with the toolkit (one build) ...")
+            unit = () if clip else self._whatif.get("unit") or tuple(self.whatifs.unit(layer))
+            what = "with its fitted range" if clip else "in float16"
+            self._say(f"building {html.escape(layer)} {what} with the toolkit (one build) ...")
             self.confirm_button.disabled = True
-            score = self.whatifs.confirm(unit)
+            score = self.whatifs.confirm_range(clip) if clip else self.whatifs.confirm(unit)
         except WorkbenchError as err:
             self._say(f"<b>{html.escape(layer)}</b>: {html.escape(str(err))}")
             self.confirm_button.disabled = False
             return None
-        self._show_whatif({**self._whatif, "layer": layer, "unit": unit, "toolkit": score})
+        self._show_whatif(
+            {**self._whatif, "layer": layer, **({} if clip else {"unit": unit}), "toolkit": score}
+        )
         return score
 
     def _prepare(self) -> bool:
@@ -374,7 +439,7 @@ class DivergenceExplorer:
             self._say("this run records no samples: there is nothing to score a what-if on.")
             return False
         bar = self.whatif_progress
-        bar.layout.display, self.what_if_button.disabled = None, True
+        bar.layout.display, self.what_if_button.disabled, self.range_button.disabled = None, True, True
 
         def say(text: str, step: int) -> None:
             bar.value = step
@@ -386,9 +451,11 @@ class DivergenceExplorer:
             self._say(f"the emulator could not be built: {html.escape(str(err))}")
             return False
         finally:
-            bar.value, bar.layout.display, self.what_if_button.disabled = bar.max, "none", False
+            bar.value, bar.layout.display = bar.max, "none"
+            self.what_if_button.disabled = self.range_button.disabled = False
         if not self.whatifs.faithful:
-            self.what_if_button.disabled, self.confirm_button.disabled = True, False
+            self.what_if_button.disabled = self.range_button.disabled = True
+            self.confirm_button.disabled = False
             self._show_whatif({"layer": self.selected})
             return False
         return True
@@ -397,7 +464,7 @@ class DivergenceExplorer:
         """Redraw the what-if panel: int8 vs the emulated variant vs the toolkit build."""
         self._whatif = state
         unfaithful = self.whatifs.fidelity is not None and not self.whatifs.faithful
-        self.what_if_button.disabled = unfaithful
+        self.what_if_button.disabled = self.range_button.disabled = unfaithful
         self.confirm_button.disabled = not (unfaithful or "emulator" in state) or "toolkit" in state
         self._say(whatif_html(state, self.whatifs.fidelity, self.whatifs.adapter is not None))
 
@@ -441,10 +508,17 @@ def whatif_html(state: dict, fidelity=None, answers: bool = False) -> str:
             f"<i>keep this layer in float16</i>: {layer} as a whole compiled layer, answered by the "
             "emulator (the first what-if builds and checks it: seconds); then confirm with one toolkit build."
         )
+    change = f"{layer} in float16"
+    if clip := state.get("range"):
+        how = "widened" if clip.kind == "widen" else "clipped"
+        change = (
+            f"{layer} range {how} to [{clip.lo:.4g}, {clip.hi:.4g}] "
+            f"(int8 had [{clip.was[0]:.4g}, {clip.was[1]:.4g}])"
+        )
     rows = [
         ("int8 now", "emulator", state.get("base")),
-        (f"{layer} in float16", "emulator", state.get("emulator")),
-        (f"{layer} in float16", "toolkit", state.get("toolkit")),
+        (change, "emulator", state.get("emulator")),
+        (change, "toolkit", state.get("toolkit")),
     ]
     cells = []
     for what, backend, score in rows:
@@ -467,9 +541,26 @@ def whatif_html(state: dict, fidelity=None, answers: bool = False) -> str:
     if cells:
         head = "<th>model</th><th>by</th><th>output SQNR</th>" + ("<th>answers agree</th>" if answers else "")
         lines.append(f"<table><tr>{head}<th>cost</th></tr>{''.join(cells)}</table>")
+    if state.get("base") and state.get("emulator") and "toolkit" not in state:
+        lines.append(_whatif_verdict(state["base"], state["emulator"]))
     if state.get("unit"):
         lines.append("float16 tensors (the toolkit's names): " + html.escape(", ".join(state["unit"])))
     return "<br>".join(lines)
+
+
+def _whatif_verdict(base: WhatIf, variant: WhatIf) -> str:
+    """What the emulated what-if says to do: answers first, then the output SQNR."""
+    if base.agreement is not None and variant.agreement is not None and variant.agreement != base.agreement:
+        more = variant.agreement > base.agreement
+        return (
+            f"<b>{'more' if more else 'fewer'} answers agree with float</b> "
+            f"({100 * base.agreement:.0f} % -> {100 * variant.agreement:.0f} %): "
+            + ("confirm it with one toolkit build." if more else "keep int8 here.")
+        )
+    gain = variant.sqnr_db - base.sqnr_db
+    if gain >= MIN_GAIN_DB:
+        return f"<b>{gain:+.1f} dB</b> at the outputs on the emulator: confirm it with one toolkit build."
+    return f"<b>{gain:+.1f} dB</b> at the outputs: too little to act on; try another layer or remedy."
 
 
 def headline(result: Divergence, answers=None) -> str:
@@ -493,8 +584,8 @@ def headline(result: Divergence, answers=None) -> str:
     step = (
         "judge the answers first: rknn-workbench evaluate MODEL (or task.evaluate)"
         if answers is None
-        else "click an origin below, then 'keep this layer in float16 (what-if)': the emulator answers "
-        "at once and one toolkit build confirms it; 06_fix_accuracy searches a whole fix"
+        else "click an origin below, then 'keep this layer in float16' or 'fit its int8 range' (what-ifs): "
+        "the emulator answers at once and one toolkit build confirms it; 06_fix_accuracy searches a whole fix"
     )
     return (
         f"<p><b>Verdict:</b> {html.escape(verdict)}<br><b>Where:</b> "
