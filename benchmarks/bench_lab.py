@@ -74,9 +74,7 @@ def main() -> None:
     for name, marks in rows.items():
         print(f"{name:<16}" + "".join(f"{marks[s]:>24.1f}" for s in stages))
     for name, marks in rows.items():
-        print(
-            f"{name}: first verdict / {TARGET_S:.0f} s target = {marks['first verdict'] / TARGET_S:.2f}"
-        )
+        print(f"{name}: first verdict / {TARGET_S:.0f} s target = {marks['first verdict'] / TARGET_S:.2f}")
 
 
 if __name__ == "__main__":
