@@ -43,6 +43,16 @@ def test_weights_per_channel_over_a_range_holding_zero():
     assert quantized[1, 0] == pytest.approx(round(0.2 / (0.6 / 255)) * 0.6 / 255)
 
 
+def test_weights_per_layer_share_one_range_over_the_whole_tensor():
+    w = np.array([[0.5, -0.25, 1.0], [0.2, 0.4, 0.6]], np.float32)
+    scale, zero = weight_params(w, per_channel=False)
+    # one range [-0.25, 1.0] for both channels
+    assert scale.tolist() == pytest.approx([1.25 / 255] * 2)
+    assert zero.tolist() == [-128 - round(-0.25 / (1.25 / 255))] * 2
+    quantized, _ = fake_quant_weight(w, per_channel=False)
+    assert quantized[1, 0] == pytest.approx((round(0.2 / (1.25 / 255))) * 1.25 / 255)  # the coarser step
+
+
 def test_symmetric_weights_are_a_different_rule():
     w = np.array([[0.5, -0.25, 1.0]], np.float32)
     scale, zero = weight_params(w, "symmetric")

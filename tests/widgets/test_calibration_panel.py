@@ -1,3 +1,6 @@
+import dataclasses
+
+
 import pytest
 
 from workbench.preprocess import Preprocess
@@ -101,11 +104,14 @@ def test_emulated_what_ifs_and_their_toolkit_confirmation(panel):
     assert toolkit_db == pytest.approx(table.at["y", "sqnr_db"], abs=0.5)  # tiny models: exact arithmetic
 
 
-def test_per_layer_weights_run_on_the_toolkit(panel):
+def test_per_layer_weights_are_emulated_and_other_dtypes_run_on_the_toolkit(panel):
     panel.method.value = "layer"
     result = panel.run()
-    assert result is not None and result.quantized_backend == "simulator"
-    assert "per-layer weights" in panel.status.value and panel.confirm_button.disabled
+    assert result is not None and result.quantized_backend == "emulator", panel.status.value
+    assert "/layer" in panel.results[-1][0] and not panel.confirm_button.disabled
+    panel.method.value = "channel"
+    w16 = dataclasses.replace(panel.config(), quantized_dtype="w16a16i_dfp")
+    assert panel._mode(w16) == ("mark-all", " on the toolkit (w16a16i_dfp: the emulator does w8a8)")
 
 
 def test_a_setting_the_emulator_is_unfaithful_on_runs_on_the_toolkit(panel):

@@ -103,6 +103,7 @@ def emulation_graph(
     float_layers: Iterable[str] = (),
     *,
     quantize: bool = True,
+    per_channel: bool = True,
 ) -> Emulation:
     """The step-1 graph in standard ONNX with the toolkit's int8 fake quantization.
 
@@ -116,6 +117,8 @@ def emulation_graph(
             the pre-activation between an int8 conv and a float16 activation (or a float16
             conv and an int8 activation) rounded to int8 at its cfg scale.
         quantize: False gives the plain float graph (to check the mapping to ONNX).
+        per_channel: conv weights per output channel (``quantized_method="channel"``), else
+            one scale per tensor ("layer").
 
     Raises:
         EmulatorError: a float layer is not a tensor of the graph.
@@ -142,7 +145,7 @@ def emulation_graph(
         order = [*(i.name for i in graph.input), *(o for n in graph.node for o in n.output)]
         return Emulation(proto, [t for t in order if t in plan], fused, requantized)
     inits = {i.name: i for i in graph.initializer}
-    _quantize_weights(graph, inits, step1, rules, f16_nodes)
+    _quantize_weights(graph, inits, step1, rules, f16_nodes, per_channel)
     boundaries = _insert(graph, plan, f16_nodes, inits)
     return Emulation(proto, boundaries, fused, requantized, float_layers)
 
@@ -221,10 +224,11 @@ def _pairs(graph) -> dict[str, tuple[str, str]]:
     return pairs
 
 
-def _quantize_weights(graph, inits, step1: Step1, rules: Rules, f16_nodes) -> None:
-    """Conv weights per channel to int8 and biases to the int32 grid (a float16 conv: its
-    weights to float16). The int8 ones are computed once per Step1 and weight rule."""
-    cache = step1.cache.setdefault(("weights", rules.weights), {})
+def _quantize_weights(graph, inits, step1: Step1, rules: Rules, f16_nodes, per_channel: bool) -> None:
+    """Conv weights to int8 (per channel or per tensor) and biases to the int32 grid (a
+    float16 conv: its weights to float16). The int8 ones are computed once per Step1 and
+    weight rule."""
+    cache = step1.cache.setdefault(("weights", rules.weights, per_channel), {})
     for n in graph.node:
         if n.op_type != "Conv" or len(n.input) < 2 or n.input[1] not in inits:
             continue
@@ -233,14 +237,16 @@ def _quantize_weights(graph, inits, step1: Step1, rules: Rules, f16_nodes) -> No
             _set(inits[n.input[1]], w.astype(np.float16).astype(np.float32))
             continue
         if n.name not in cache:
-            cache[n.name] = _int8_weights(n, inits, step1.tensors, rules)
+            cache[n.name] = _int8_weights(n, inits, step1.tensors, rules, per_channel)
         for init in cache[n.name]:
             inits[init.name].CopyFrom(init)
 
 
-def _int8_weights(node, inits, tensors: Mapping[str, TensorQuant], rules: Rules) -> list[onnx.TensorProto]:
+def _int8_weights(
+    node, inits, tensors: Mapping[str, TensorQuant], rules: Rules, per_channel: bool
+) -> list[onnx.TensorProto]:
     w = numpy_helper.to_array(inits[node.input[1]])
-    quantized, scales = fake_quant_weight(w, rules.weights)
+    quantized, scales = fake_quant_weight(w, rules.weights, per_channel)
     out = [numpy_helper.from_array(quantized.astype(w.dtype), node.input[1])]
     source = tensors.get(node.input[0])
     if len(node.input) > 2 and node.input[2] in inits and source is not None and source.params:

@@ -7,7 +7,9 @@ simulator and against the quantization table the toolkit keeps in step 1's ``.da
   point, applied only at compiled layer boundaries, rounding half to even (exact ties in
   the simulator: 2.5 -> 2, 5.5 -> 6; numpy and onnxruntime's QuantizeLinear do the same);
 - weights: per-output-channel asymmetric int8 over ``[min(w, 0), max(w, 0)]`` (scale and
-  zero point computed in float64 equal the toolkit's table on every channel);
+  zero point computed in float64 equal the toolkit's table on every channel); with
+  ``quantized_method="layer"`` the same over the whole tensor (36 of lcnet's 36 conv weights
+  equal the table);
 - biases: int32 on the grid ``input scale x weight scale``;
 - a convolution and the activation after it form one layer: the pre-activation is NOT
   requantized, except for the patterns in ``requantize`` below (depthwise conv + HardSwish,
@@ -107,25 +109,32 @@ def fake_quant(x: np.ndarray, scale, zero_point, qmin: int = -128, qmax: int = 1
     return (q - zero_point) * scale
 
 
-def weight_params(w: np.ndarray, scheme: str = "asymmetric") -> tuple[np.ndarray, np.ndarray]:
-    """Per-output-channel (axis 0) int8 scale and zero point of a weight tensor.
+def weight_params(
+    w: np.ndarray, scheme: str = "asymmetric", per_channel: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output-channel (axis 0) int8 scale and zero point of a weight tensor; with
+    ``per_channel`` False one pair for the whole tensor (repeated per channel).
 
     "asymmetric": over [min(w, 0), max(w, 0)], the toolkit's; "symmetric": over
     [-max|w|, max|w|] with zero point 0 (not the toolkit's: kept to test the self-check).
     """
-    flat = np.asarray(w, np.float64).reshape(w.shape[0], -1)
+    flat = np.asarray(w, np.float64).reshape(w.shape[0] if per_channel else 1, -1)
     lo, hi = np.minimum(flat.min(1), 0.0), np.maximum(flat.max(1), 0.0)
     if scheme == "symmetric":
         peak = np.maximum(-lo, hi)
         scale = np.where(peak > 0, peak / 127.0, 1.0)
-        return scale, np.zeros_like(scale)
-    scale = np.where(hi > lo, (hi - lo) / 255.0, 1.0)
-    return scale, -128.0 - np.round(lo / scale)
+        zero = np.zeros_like(scale)
+    else:
+        scale = np.where(hi > lo, (hi - lo) / 255.0, 1.0)
+        zero = -128.0 - np.round(lo / scale)
+    return np.broadcast_to(scale, w.shape[:1]).copy(), np.broadcast_to(zero, w.shape[:1]).copy()
 
 
-def fake_quant_weight(w: np.ndarray, scheme: str = "asymmetric") -> tuple[np.ndarray, np.ndarray]:
-    """``w`` through per-channel int8 (float32), and the per-channel scales."""
-    scale, zero = weight_params(w, scheme)
+def fake_quant_weight(
+    w: np.ndarray, scheme: str = "asymmetric", per_channel: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``w`` through int8 (float32), and the per-channel scales (all equal per-layer)."""
+    scale, zero = weight_params(w, scheme, per_channel)
     shape = (-1,) + (1,) * (w.ndim - 1)
     out = fake_quant(w, scale.reshape(shape), zero.reshape(shape))
     return out.astype(np.float32), scale

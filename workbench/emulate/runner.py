@@ -139,7 +139,10 @@ class EmulatorRunner(BaseRunner):
         self.step1 = step1
         self.rules = rules or rules_for(toolkit_version())
         self.float_layers = tuple(dict.fromkeys([*config.float_layers, *float_layers]))
-        self.emulation: Emulation = emulation_graph(step1, self.rules, self.float_layers, quantize=quantize)
+        per_channel = config.quantized_method != "layer"
+        self.emulation: Emulation = emulation_graph(
+            step1, self.rules, self.float_layers, quantize=quantize, per_channel=per_channel
+        )
         known = {t.name: t for t in model.tensors if t.producer}
         tensors = [*self.emulation.boundaries, *self.emulation.float16]
         self.names = _onnx_names(tensors, known)  # {toolkit name: onnx name}

@@ -11,8 +11,8 @@ are kept too). A setting the check finds the emulator unfaithful on runs on the 
 (measured on 2.5.0: mmse, whose step-1 cfg on lcnet-orientation equals kl_divergence's byte
 for byte: 27 % of lcnet's layers within 1 dB and the output 17.4 dB off, 55 % and 8.5 dB on
 ppocr-cls; normal and kl_divergence pass). "confirm with the toolkit" runs the last emulated setting on the
-simulator (mark-all) and shows both output SQNRs. Per-layer weights (method "layer") and
-dtypes other than w8a8 are not emulated: they run on the toolkit. "mark-all" and
+simulator (mark-all) and shows both output SQNRs. Per-channel and per-layer weights are
+both emulated; dtypes other than w8a8 are not: they run on the toolkit. "mark-all" and
 "snapshot" are ``compute_divergence`` (cached by content).
 """
 
@@ -224,11 +224,8 @@ class CalibrationPanel:
         """The mode a run takes, and why, when emulate must give way to the toolkit."""
         if self.mode.value != "emulate":
             return self.mode.value, ""
-        if config.quantized_dtype != "w8a8" or config.quantized_method != "channel":
-            return "mark-all", (
-                f" on the toolkit ({config.quantized_dtype}, per-{config.quantized_method} weights: "
-                "the emulator does w8a8 with per-channel weights)"
-            )
+        if config.quantized_dtype != "w8a8":
+            return "mark-all", f" on the toolkit ({config.quantized_dtype}: the emulator does w8a8)"
         return "emulate", ""
 
     def _emulator(self, config: BuildConfig, calibration: CalibrationSet, samples: CalibrationSet):
