@@ -1,6 +1,5 @@
 import dataclasses
 
-
 import pytest
 
 from workbench.preprocess import Preprocess
