@@ -505,8 +505,10 @@ def whatif_html(state: dict, fidelity=None, answers: bool = False) -> str:
         )
     elif "emulator" not in state:
         lines.append(
-            f"<i>keep this layer in float16</i>: {layer} as a whole compiled layer, answered by the "
-            "emulator (the first what-if builds and checks it: seconds); then confirm with one toolkit build."
+            f"<i>keep this layer in float16</i>: {layer} as a whole compiled layer; <i>fit its int8 "
+            "range</i>: clipped to a calibration percentile or widened to what the samples reach. The "
+            "emulator answers (the first what-if builds and checks it: seconds); then confirm with one "
+            "toolkit build."
         )
     change = f"{layer} in float16"
     if clip := state.get("range"):
