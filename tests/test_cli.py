@@ -241,6 +241,12 @@ def test_remedies_prints_each_remedy_against_int8(residual_onnx, small_set, caps
     assert list(rows) == ["int8", "cle", "auto_hybrid"]  # in the order asked
     assert rows["int8"]["builds"] == 1 and rows["int8"]["sqnr_db"] > 0
     assert rows["cle"]["kept"] is False  # residual-add has no conv -> relu -> conv pair
+    assert main([*args, "--only", "cle"]) == 0
+    printed = capsys.readouterr().out
+    verdict = printed.splitlines()[0]  # the verdict first, answers before dB
+    assert verdict.startswith("int8: 100 % of answers agree with float, outputs at ")
+    assert "No remedy confirmed a gain" in verdict
+    assert "cle: no conv pair to equalize" in printed
     assert main([*args, "--only", "float16"]) == 2
     assert "unknown float16" in capsys.readouterr().err
 

@@ -521,10 +521,15 @@ def _remedies(args: argparse.Namespace) -> int:
     if args.json:
         print(_json(found.table.to_dict("records"), indent=1))
         return 0
-    print(found.table.to_string(index=False))
-    kept = found.table[found.table.kept].remedy.tolist()
-    print(f"kept (the simulator confirms a gain): {', '.join(kept) or 'none'}")
+    print(found.verdict(), end="\n\n")
+    table = found.table.drop(columns="note")
+    print(table.to_string(index=False, formatters={"agreement": _percent, "sqnr_db": "{:.2f}".format}))
+    print("\n".join(["", *(f"{r.remedy}: {r.note}" for r in found.table.itertuples() if r.note)]))
     return 0
+
+
+def _percent(share) -> str:
+    return "-" if share is None or share != share else f"{100 * share:.0f} %"
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -2,11 +2,12 @@
 
 import math
 
+import pandas as pd
 import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.fix.evaluate import Score
-from workbench.fix.remedies import COLUMNS, confirmed, try_remedies
+from workbench.fix.remedies import COLUMNS, Remedies, confirmed, try_remedies
 from workbench.model import OnnxModel
 
 from .conftest import CONFIG
@@ -31,6 +32,34 @@ def test_an_sqnr_gain_must_pay_for_the_cycles_it_adds():
     assert confirmed(Score((), sqnr_db=23.6, agreement=0.5, cycles=1150), base)
     assert confirmed(Score((), sqnr_db=20.7, agreement=0.5, cycles=900), base)  # cheaper: 0.5 dB
     assert confirmed(Score((), sqnr_db=15.0, agreement=0.75, cycles=2000), base)  # answers back: kept
+
+
+def test_the_verdict_leads_with_answers_and_names_the_best_remedy():
+    scores = {
+        "int8": Score((), sqnr_db=20.35, agreement=20 / 24, cycles=1000),
+        "settings": Score((), sqnr_db=24.16, agreement=1.0, cycles=1000),
+        "ranges": Score((), sqnr_db=25.74, agreement=22 / 24, cycles=1000),
+    }
+    table = pd.DataFrame(
+        [
+            {"remedy": "int8", "kept": False, "note": "w8a8"},
+            {"remedy": "settings", "kept": True, "note": "best: mmse / channel"},
+            {
+                "remedy": "ranges",
+                "kept": True,
+                "note": "5 tensors clipped, 2 widened; emulator 20.4 -> 25.3 dB",
+            },
+        ]
+    )
+    found = Remedies(table, scores)
+    assert found.best() == "settings"  # more answers back beats more dB
+    assert found.verdict() == (
+        "int8: 83 % of answers agree with float, outputs at 20.4 dB. Best remedy: settings (best: mmse / "
+        "channel): 100 % of answers agree with float, outputs at 24.2 dB, cycles +0 %. Also confirmed: "
+        "ranges (92 % of answers agree with float, outputs at 25.7 dB)."
+    )
+    found.table["kept"] = False
+    assert found.best() is None and "No remedy confirmed a gain" in found.verdict()
 
 
 def test_unknown_remedy_is_refused_before_any_build(small_set):

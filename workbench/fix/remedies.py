@@ -55,6 +55,28 @@ class Remedies:
     #: OnnxModel (cle, bias)
     results: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def best(self) -> str | None:
+        """The kept remedy that gives back most answers, then the highest output SQNR."""
+        kept = self.table.loc[self.table.kept, "remedy"].tolist()
+        return max(kept, key=lambda name: _rank(self.scores[name]), default=None)
+
+    def verdict(self) -> str:
+        """Answers first: int8's, the best remedy's and its cost, then what else was kept."""
+        base, best = self.scores["int8"], self.best()
+        text = f"int8: {_outcome(base)}."
+        if best is None:
+            return (
+                text
+                + " No remedy confirmed a gain on the simulator: keep int8, or search float16 layers (fix)."
+            )
+        what = self.table.set_index("remedy").at[best, "note"].split(";")[0]
+        cost = _cost_percent(self.scores[best], base)
+        text += f" Best remedy: {best} ({what}): {_outcome(self.scores[best])}, cycles {cost:+.0f} %."
+        others = [r for r in self.table.loc[self.table.kept, "remedy"] if r != best]
+        if others:
+            text += " Also confirmed: " + ", ".join(f"{r} ({_outcome(self.scores[r])})" for r in others) + "."
+        return text
+
 
 def try_remedies(
     model: OnnxModel,
@@ -130,6 +152,18 @@ def _cost_percent(score: Score, base: Score) -> float:
     if not score.cycles or not base.cycles:
         return 0.0
     return 100.0 * (score.cycles - base.cycles) / base.cycles
+
+
+def _rank(score: Score) -> tuple[float, float]:
+    return (-1.0 if score.agreement is None else score.agreement, score.sqnr_db)
+
+
+def _outcome(score: Score) -> str:
+    """What a score says, answers first: '83 % of answers agree with float, outputs at 20.4 dB'."""
+    answers = (
+        "" if score.agreement is None else f"{100 * score.agreement:.0f} % of answers agree with float, "
+    )
+    return f"{answers}outputs at {score.sqnr_db:.1f} dB"
 
 
 def _row(name: str, score: Score, builds: int, wall: float, kept: bool, note: str) -> dict:
