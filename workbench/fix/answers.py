@@ -43,11 +43,12 @@ class TaskFix:
             return "The fix carries over to unseen samples."
         if a == b:
             return (
-                "On unseen samples it changes nothing: search on more samples (more flips) before using it."
+                "On unseen samples it changes nothing: search on more samples (more flips), or try the "
+                "remedies that cost no cycles (rknn-workbench remedies: settings, ranges) before using it."
             )
         return (
             "On unseen samples it is WORSE: the config fits the search's few samples only. Search on "
-            "more samples (more flips), or try another remedy, before using it."
+            "more samples (more flips), or try another remedy (rknn-workbench remedies), before using it."
         )
 
 
