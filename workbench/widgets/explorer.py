@@ -426,9 +426,10 @@ class DivergenceExplorer:
             self._say(f"<b>{html.escape(layer)}</b>: {html.escape(str(err))}")
             self.confirm_button.disabled = False
             return None
-        self._show_whatif(
-            {**self._whatif, "layer": layer, **({} if clip else {"unit": unit}), "toolkit": score}
-        )
+        state = {**self._whatif, "layer": layer, "toolkit": score}
+        if not clip:
+            state["unit"] = unit
+        self._show_whatif(state)
         return score
 
     def _prepare(self) -> bool:
