@@ -1,5 +1,6 @@
 """Every notebook runs top to bottom in a fresh kernel (committed without outputs)."""
 
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -21,7 +22,9 @@ def _browser_runs_them() -> bool:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_is_committed_clean(path):
-    notebook = nbformat.read(path, as_version=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. a cell without an id, which nbformat will refuse
+        notebook = nbformat.read(path, as_version=4)
     assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code"), (
         f"{path.name} is committed with outputs; clear them"
     )
