@@ -232,7 +232,7 @@ def test_diverge_on_the_emulator_saves_emulator_rows(residual_onnx, small_set, t
 
 
 @pytest.mark.toolkit
-def test_remedies_prints_each_remedy_against_int8(residual_onnx, small_set, capsys):
+def test_remedies_prints_each_remedy_against_int8(residual_onnx, small_set, capsys, tmp_path):
     import json
 
     args = ["remedies", residual_onnx, *_tiny_args(residual_onnx, small_set), "--samples", "2"]
@@ -247,6 +247,12 @@ def test_remedies_prints_each_remedy_against_int8(residual_onnx, small_set, caps
     assert verdict.startswith("int8: 100 % of answers agree with float, outputs at ")
     assert "No remedy confirmed a gain" in verdict
     assert "cle: no conv pair to equalize" in printed
+    assert main([*args, "--only", "cle", "--out", str(tmp_path / "fixed")]) == 0
+    assert "fixed: no remedy confirmed" in capsys.readouterr().out  # nothing written
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("my work")
+    assert main([*args, "--only", "cle", "--out", str(tmp_path / "mine")]) == 2  # refused before any build
+    assert "not an earlier run (no remedy.json)" in capsys.readouterr().err
     assert main([*args, "--only", "float16"]) == 2
     assert "unknown float16" in capsys.readouterr().err
 

@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     remedies.add_argument(
         "--only", help="a comma list of auto_hybrid,settings,ranges,cle,bias (default: all)"
     )
+    remedies.add_argument("--out", help="write the best confirmed remedy here: its .rknn and remedy.json")
     remedies.set_defaults(func=_remedies)
 
     board = commands.add_parser("board", help="the real board: is it ready?")
@@ -512,12 +513,16 @@ def _remedies(args: argparse.Namespace) -> int:
         raise WorkbenchError(f"--only {args.only!r}: unknown {', '.join(unknown)}; use {','.join(REMEDIES)}.")
     if args.samples < 1:
         raise WorkbenchError(f"--samples {args.samples}: give 1 or more.")
+    if args.out:
+        _check_output_dir(args.out, "--out", "remedy.json", empty_ok=True)
     model, calibration, config = _conversion(args)
     adapter = task_adapter(args.model, model, args.task, None)
     samples = _head(task_data(args.model, args.data), args.samples).samples
     found = try_remedies(
         model, config, calibration, samples, adapter, remedies=chosen, progress=not args.json
     )
+    best = found.best()
+    written = found.export(best, args.out, model, calibration) if args.out and best else None
     if args.json:
         print(_json(found.table.to_dict("records"), indent=1))
         return 0
@@ -525,6 +530,12 @@ def _remedies(args: argparse.Namespace) -> int:
     table = found.table.drop(columns="note")
     print(table.to_string(index=False, formatters={"agreement": _percent, "sqnr_db": "{:.2f}".format}))
     print("\n".join(["", *(f"{r.remedy}: {r.note}" for r in found.table.itertuples() if r.note)]))
+    if args.out:
+        print(
+            f"\n{best} written to {written}"
+            if written
+            else f"\nnothing written to {args.out}: no remedy confirmed"
+        )
     return 0
 
 

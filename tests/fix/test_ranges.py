@@ -1,6 +1,7 @@
 """Range clipping: candidate clips from a histogram, the edited step-2 cfg, and a ReLU output
 with a rare huge outlier whose clipped range the simulator confirms."""
 
+import json
 from pathlib import Path
 
 import cv2
@@ -173,3 +174,27 @@ def test_widening_what_the_samples_overflow_is_found_on_the_emulator_and_confirm
     assert wider.sqnr_db == pytest.approx(search.sqnr_db, abs=1.0) and wider.sqnr_db > int8.sqnr_db + 30
     # the calibration set itself overflows nothing: nothing to widen
     assert all(c.kind == "clip" for c in search_ranges(emulator, dark).clips)
+
+
+@pytest.mark.toolkit
+def test_the_kept_ranges_remedy_exports_a_deployable_rknn(outlier, tmp_path):
+    """try_remedies keeps the clip; export writes the .rknn built with the edited step-2 cfg."""
+    from workbench.fix.remedies import try_remedies
+
+    model, calibration, samples = outlier
+    found = try_remedies(model, CONFIG, calibration, samples, remedies=("ranges",), progress=False)
+    assert found.best() == "ranges", found.table.to_string()
+    folder = found.export("ranges", tmp_path / "fixed", model, calibration)
+    names = {p.name for p in folder.iterdir()}
+    assert {"outlier.rknn", "outlier.quantization.cfg", "outlier.model", "outlier.data"} <= names
+    assert (folder / "outlier.rknn").stat().st_size > 0
+    edited = yaml.safe_load((folder / "outlier.quantization.cfg").read_text())["quantize_parameters"]["r1"]
+    assert edited["max"][0] < 3  # the clipped range, as the toolkit built it
+    about = json.loads((folder / "remedy.json").read_text())
+    assert about["remedy"] == "ranges" and about["kept"] is True and "Best remedy: ranges" in about["verdict"]
+    with pytest.raises(WorkbenchError, match="No 'cle' to export"):
+        found.export("cle", tmp_path / "other", model, calibration)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("my work")
+    with pytest.raises(WorkbenchError, match="holds no earlier export"):
+        found.export("ranges", tmp_path / "mine", model, calibration)

@@ -19,9 +19,11 @@ Editing the boundary alone is enough (a conv + ReLU's pre-activation shares its 
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,7 @@ from workbench.emulate.runner import EmulatorRunner
 from workbench.errors import ToolkitError, WorkbenchError
 from workbench.fix.evaluate import Score, first_line, score_outputs, step1_session
 from workbench.preprocess import load_row
+from workbench.rknn.build import hybrid_step1
 from workbench.runners.markall import infer_row
 
 #: Candidate clips: the calibration values' percentiles (upper end; the lower end at 100 - p).
@@ -262,6 +265,28 @@ def write_cfg(cfg: str | Path, clips: Sequence[Clip], out: str | Path) -> Path:
         params[c.tensor]["min"], params[c.tensor]["max"] = [float(c.lo)], [float(c.hi)]
     Path(out).write_text(yaml.safe_dump(settings, sort_keys=False))
     return Path(out)
+
+
+def build_clipped(
+    session, model, config, calibration: CalibrationSet, clips: Sequence[Clip], into: Path
+) -> None:
+    """Build ``model`` with ``clips`` in ``session`` and write what the toolkit's hybrid flow
+    produces into ``into``: ``<model>.quantization.cfg`` (the clipped min/max), ``.model``,
+    ``.data``, the built ``.rknn`` and ``ranges.json`` (the clips).
+
+    Raises:
+        ToolkitError: the toolkit refused the edited cfg or failed.
+    """
+    stem = model.name.replace(" ", "_")
+    files = hybrid_step1(session, model, config, calibration)
+    cfg = write_cfg(files["cfg"], clips, into / f"{stem}.quantization.cfg")
+    session.call(
+        "hybrid_step2", model=files["model"], data=files["data"], cfg=str(cfg), float_layers=[],
+        verbose=False, rknn_path=str(into / f"{stem}.rknn"),
+    )  # fmt: skip
+    for kind in ("model", "data"):
+        shutil.copy(files[kind], into / f"{stem}.{kind}")
+    (into / "ranges.json").write_text(json.dumps([asdict(c) for c in clips], indent=1))
 
 
 def score_clips(job, clips: Sequence[Clip]):

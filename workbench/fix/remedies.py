@@ -17,9 +17,11 @@ outputs live in workbench.fix.search and workbench.fix.split_outputs.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -29,11 +31,14 @@ from workbench.datasets import CalibrationSet
 from workbench.emulate.runner import EmulatorRunner
 from workbench.errors import WorkbenchError
 from workbench.fix.evaluate import Score, SweepJob, prepare_job, score_config
-from workbench.fix.ranges import score_clips, search_ranges
+from workbench.fix.ranges import RangeSearch, build_clipped, score_clips, search_ranges
 from workbench.fix.rewrites import correct_bias, equalize
 from workbench.fix.settings import ALGORITHMS, METHODS
 from workbench.model import OnnxModel
+from workbench.rknn.build import build
 from workbench.rknn.config import BuildConfig
+from workbench.rknn.session import ToolkitSession
+from workbench.storage import staged_files
 
 REMEDIES = ("auto_hybrid", "settings", "ranges", "cle", "bias")
 #: A remedy must raise the output SQNR by this much (at equal agreement) to be kept.
@@ -54,6 +59,42 @@ class Remedies:
     #: RangeSearch (ranges; its clips go into the step-2 cfg with ranges.write_cfg) or an
     #: OnnxModel (cle, bias)
     results: dict[str, Any] = field(default_factory=dict, repr=False)
+    config: BuildConfig | None = field(default=None, repr=False)  #: the int8 settings tried against
+
+    def export(self, remedy: str, folder: str | Path, model: OnnxModel, calibration: CalibrationSet) -> Path:
+        """Build ``remedy`` (a kept one, e.g. :meth:`best`) and write it into ``folder``: the
+        ``.rknn`` to deploy, what it is made of (the rewritten ``.onnx``, the edited step-2
+        ``.quantization.cfg``, or the build settings) and ``remedy.json`` (its row and the
+        verdict). Staged: a failed build leaves an earlier export in ``folder`` as it was.
+
+        Raises:
+            WorkbenchError: ``remedy`` was not tried or produced nothing to apply.
+            ToolkitError: the build failed.
+        """
+        made = self.results.get(remedy)
+        if made is None:
+            tried = ", ".join(r for r, result in self.results.items() if result is not None) or "none"
+            raise WorkbenchError(f"No {remedy!r} to export: the remedies with something to apply: {tried}.")
+        folder = Path(folder)
+        if folder.exists() and any(folder.iterdir()) and not (folder / "remedy.json").exists():
+            raise WorkbenchError(
+                f"{folder} is not empty and holds no earlier export (remedy.json): give a new folder, "
+                "so nothing of yours is replaced."
+            )
+        config = made if isinstance(made, BuildConfig) else self.config
+        built = made if isinstance(made, OnnxModel) else model
+        stem = built.name.replace(" ", "_")
+        row = self.table.set_index("remedy").loc[remedy].to_dict()
+        about = {"remedy": remedy, **row, "config": config.to_dict(), "verdict": self.verdict()}
+        with staged_files(folder) as staging, ToolkitSession(timeout=1800) as session:
+            if isinstance(made, RangeSearch):
+                build_clipped(session, model, config, calibration, made.clips, staging)
+            else:
+                build(session, built, config, calibration, rknn_path=staging / f"{stem}.rknn", verbose=False)
+            if isinstance(made, OnnxModel):
+                made.save(staging / f"{stem}.onnx")
+            (staging / "remedy.json").write_text(json.dumps(about, indent=1, default=str))
+        return folder
 
     def best(self) -> str | None:
         """The kept remedy that gives back most answers, then the highest output SQNR."""
@@ -131,7 +172,7 @@ def try_remedies(
             note = f"{note}; {verdict}, not applied" if note else f"{verdict}, not applied"
         scores[name], results[name] = score, result
         rows.append(_row(name, score, builds, wall, kept, score.error or note))
-    return Remedies(pd.DataFrame(rows, columns=COLUMNS), scores, results)
+    return Remedies(pd.DataFrame(rows, columns=COLUMNS), scores, results, config)
 
 
 def confirmed(score: Score, base: Score, min_gain_db: float = MIN_GAIN_DB) -> bool:

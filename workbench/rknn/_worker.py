@@ -154,10 +154,17 @@ def hybrid_step1(state: _State, model_path: str, config: dict, dataset: str) -> 
 
 
 def hybrid_step2(
-    state: _State, model: str, data: str, cfg: str, float_layers: list[str], verbose: bool = False
+    state: _State,
+    model: str,
+    data: str,
+    cfg: str,
+    float_layers: list[str],
+    verbose: bool = False,
+    rknn_path: str | None = None,
 ) -> dict:
     """hybrid_quantization_step2 with ``float_layers`` kept in float16; the result is the
-    session's model for inference(). Verbose prints the compiled layer table (cycles)."""
+    session's model for inference() (exported to ``rknn_path`` when given). Verbose prints
+    the compiled layer table (cycles)."""
     import yaml
     from rknn.api import RKNN
 
@@ -177,6 +184,8 @@ def hybrid_step2(
         ),
         "rknn.hybrid_quantization_step2()",
     )
+    if rknn_path:
+        _check(state.rknn.export_rknn(rknn_path), "rknn.export_rknn()")
     return {}
 
 
