@@ -69,7 +69,7 @@ def test_unknown_remedy_is_refused_before_any_build(small_set):
 
 
 @pytest.mark.toolkit
-def test_equalization_is_kept_and_bias_correction_is_not(small_set):
+def test_equalization_is_kept_and_bias_correction_is_not(small_set, tmp_path):
     from workbench.task.adapters import get_adapter
 
     model = OnnxModel.from_proto(badly_scaled())
@@ -89,3 +89,8 @@ def test_equalization_is_kept_and_bias_correction_is_not(small_set):
     assert table.loc["bias", "builds"] >= 1 and not math.isnan(table.loc["bias", "sqnr_db"])
     assert isinstance(result.results["cle"], OnnxModel)
     assert table.loc["int8", "cycles"] > 0 and (result.table.wall_s > 0).all()
+    # the kept rewrite exports as the equalized .onnx and its .rknn
+    folder = result.export(result.best(), tmp_path / "fixed", model, small_set)
+    stem = model.name.replace(" ", "_")
+    assert {f"{stem}.onnx", f"{stem}.rknn", "remedy.json"} <= {p.name for p in folder.iterdir()}
+    assert OnnxModel.load(folder / f"{stem}.onnx").to_bytes() == result.results["cle"].to_bytes()
