@@ -75,7 +75,7 @@ class Remedies:
         if made is None:
             tried = ", ".join(r for r, result in self.results.items() if result is not None) or "none"
             raise WorkbenchError(f"No {remedy!r} to export: the remedies with something to apply: {tried}.")
-        folder = Path(folder)
+        folder = Path(folder).resolve()  # the toolkit worker runs in its own folder
         if folder.exists() and any(folder.iterdir()) and not (folder / "remedy.json").exists():
             raise WorkbenchError(
                 f"{folder} is not empty and holds no earlier export (remedy.json): give a new folder, "
