@@ -1,5 +1,6 @@
 """compute_divergence end to end: modes, cache, bad calibration, two inputs, interruption."""
 
+import functools
 import shutil
 
 import numpy as np
@@ -76,28 +77,14 @@ def test_a_cache_hit_from_another_checkout_names_its_files(tiny_models, small_se
 def test_float_tensors_are_reused_across_calls(tiny_models, small_set, monkeypatch):
     """A what-if loop passes ``floats``: the float model runs once per sample, not per call."""
     model, config, floats = tiny_models["conv-relu-sigmoid"], BuildConfig(preprocess=PRE), {}
-    first = compute_divergence(
-        model,
-        config,
-        small_set,
-        small_set.head(2),
-        backend="float",
-        floats=floats,
-        cache=False,
-        progress=False,
-    )
+    run = functools.partial(
+        compute_divergence, model, config, small_set, small_set.head(2), backend="float", floats=floats,
+        cache=False, progress=False,
+    )  # fmt: skip
+    first = run()
     assert set(floats) == {tuple(r) for r in small_set.head(2).rows}
     monkeypatch.setattr(divergence, "FloatRunner", None)  # float again would fail
-    again = compute_divergence(
-        model,
-        config,
-        small_set,
-        small_set.head(2),
-        backend="float",
-        floats=floats,
-        cache=False,
-        progress=False,
-    )
+    again = run()
     assert again.table.equals(first.table)
 
 

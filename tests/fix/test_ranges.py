@@ -34,23 +34,7 @@ def outlier_model() -> onnx.ModelProto:
     w1[0, 0, 0, 0] = GAIN
     w2 = rng.normal(0, 0.5, (4, 8, 1, 1)).astype(np.float32)
     w2[:, 0] = 0.01
-    inits = [numpy_helper.from_array(a, n) for a, n in [(w1, "w1"), (b1, "b1"), (w2, "w2")]]
-    inits.append(numpy_helper.from_array(np.zeros(4, np.float32), "b2"))
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "outlier",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 32, 32])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model
+    return _conv_relu_conv("outlier", w1, b1, w2)
 
 
 def brightness_model() -> onnx.ModelProto:
@@ -59,11 +43,13 @@ def brightness_model() -> onnx.ModelProto:
     rng = np.random.default_rng(1)
     w1 = rng.uniform(0.3, 0.6, (4, 3, 1, 1)).astype(np.float32)
     w2 = rng.uniform(0.2, 0.5, (2, 4, 1, 1)).astype(np.float32)
-    inits = [
-        numpy_helper.from_array(a, n)
-        for a, n in [(w1, "w1"), (np.full(4, 3.0, np.float32), "b1"), (w2, "w2")]
-    ]
-    inits.append(numpy_helper.from_array(np.zeros(2, np.float32), "b2"))
+    return _conv_relu_conv("brightness", w1, np.full(4, 3.0, np.float32), w2)
+
+
+def _conv_relu_conv(name: str, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray) -> onnx.ModelProto:
+    """x (1x3x32x32) -> Conv 1x1 (w1, b1) -> ReLU (r1) -> Conv 1x1 (w2, no bias) -> y."""
+    inits = [numpy_helper.from_array(a, n) for a, n in [(w1, "w1"), (b1, "b1"), (w2, "w2")]]
+    inits.append(numpy_helper.from_array(np.zeros(len(w2), np.float32), "b2"))
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
@@ -71,9 +57,9 @@ def brightness_model() -> onnx.ModelProto:
     ]
     graph = helper.make_graph(
         nodes,
-        "brightness",
+        name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, len(w2), 32, 32])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

@@ -279,11 +279,9 @@ def build_clipped(
     """
     stem = model.name.replace(" ", "_")
     files = hybrid_step1(session, model, config, calibration)
-    cfg = write_cfg(files["cfg"], clips, into / f"{stem}.quantization.cfg")
-    session.call(
-        "hybrid_step2", model=files["model"], data=files["data"], cfg=str(cfg), float_layers=[],
-        verbose=False, rknn_path=str(into / f"{stem}.rknn"),
-    )  # fmt: skip
+    _step2_with_clips(
+        session, files, clips, into / f"{stem}.quantization.cfg", rknn_path=into / f"{stem}.rknn"
+    )
     for kind in ("model", "data"):
         shutil.copy(files[kind], into / f"{stem}.{kind}")
     (into / "ranges.json").write_text(json.dumps([asdict(c) for c in clips], indent=1))
@@ -294,19 +292,32 @@ def score_clips(job, clips: Sequence[Clip]):
     and one inference per sample (the sweep's scoring, workbench.fix.evaluate).
 
     Raises:
-        ToolkitError: the toolkit refused the edited cfg or failed.
+        ToolkitError: step 1 failed (a refused cfg or a failed step 2 is a Score with its error).
     """
     session, files = step1_session(job)
     try:
-        cfg = write_cfg(files["cfg"], clips, Path(files["cfg"]).with_suffix(".clipped.cfg"))
         try:
-            _, log = session.call("hybrid_step2", **{**files, "cfg": str(cfg)}, float_layers=[], verbose=True)
+            log = _step2_with_clips(session, files, clips, Path(files["cfg"]).with_suffix(".clipped.cfg"))
             got = [infer_row(session, job.model, job.config, row) for row in job.samples.rows]
         except ToolkitError as err:
             return Score((), error=first_line(err))
     finally:
         session.close()
     return score_outputs((), job.expected, got, log, job)
+
+
+def _step2_with_clips(
+    session, files: dict, clips: Sequence[Clip], cfg: Path, rknn_path: Path | None = None
+) -> str:
+    """Step 2 on step 1's ``files`` with the clipped cfg written to ``cfg`` (exported to
+    ``rknn_path`` when given); the build log, with its layer table."""
+    write_cfg(files["cfg"], clips, cfg)
+    extra = {"rknn_path": str(rknn_path)} if rknn_path else {}
+    _, log = session.call(
+        "hybrid_step2", model=files["model"], data=files["data"], cfg=str(cfg), float_layers=[],
+        verbose=True, **extra,
+    )  # fmt: skip
+    return log
 
 
 def _clippable(emulator: EmulatorRunner) -> list[str]:
